@@ -1,0 +1,63 @@
+"""The demo model: a small MLP trained in seconds on scikit-learn's digits.
+
+The digits dataset ships inside scikit-learn (1,797 8x8 images), so nothing is
+downloaded. The split is fixed by a seed so the demo and tests can reuse it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from optimize.source import ModelSource
+
+SEED = 0
+HELD_OUT_FRACTION = 0.25
+
+
+def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return (train_x, train_y, test_x, test_y); pixels scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    inputs = (digits.data / 16.0).astype(np.float32)
+    labels = digits.target.astype(np.int64)
+    train_x, test_x, train_y, test_y = train_test_split(
+        inputs, labels, test_size=HELD_OUT_FRACTION, random_state=SEED, stratify=labels
+    )
+    return train_x, train_y, test_x, test_y
+
+
+def train_classifier(train_x: np.ndarray, train_y: np.ndarray, epochs: int = 30):
+    import torch
+
+    torch.manual_seed(SEED)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 256), torch.nn.ReLU(),
+        torch.nn.Linear(256, 256), torch.nn.ReLU(),
+        torch.nn.Linear(256, 10),
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    inputs, labels = torch.from_numpy(train_x), torch.from_numpy(train_y)
+    for _ in range(epochs):
+        order = torch.randperm(len(inputs))
+        for start in range(0, len(inputs), 64):
+            batch = order[start:start + 64]
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(inputs[batch]), labels[batch])
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def trained_digits_classifier() -> ModelSource:
+    """Entry point for `optiserve optimize optimize.demo_digits:trained_digits_classifier`."""
+    train_x, train_y, test_x, test_y = load_split()
+    return ModelSource(
+        name="digits",
+        version="1",
+        module=train_classifier(train_x, train_y),
+        example_input=train_x[:8],
+        validation_inputs=test_x,
+        validation_labels=test_y,
+    )

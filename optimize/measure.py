@@ -1,0 +1,61 @@
+"""Accuracy, latency and size of ONNX model variants, measured on this machine."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def open_session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run(session: ort.InferenceSession, inputs: np.ndarray) -> np.ndarray:
+    input_name = session.get_inputs()[0].name
+    return session.run(None, {input_name: inputs})[0]
+
+
+def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(outputs, axis=1) == labels))
+
+
+def interleaved_latency_ms(
+    sessions: dict[str, ort.InferenceSession], inputs: np.ndarray, batch_sizes: tuple[int, ...], repeats: int
+) -> dict[str, dict[int, float]]:
+    """Median latency per session and batch size, timing the sessions in turn (A B A B ...).
+
+    Interleaving spreads the noise of a shared machine over every variant
+    instead of letting one variant absorb a slow spell.
+    """
+    samples: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batch_sizes} for name in sessions}
+    for batch_size in batch_sizes:
+        batch = np.resize(inputs, (batch_size, *inputs.shape[1:])).astype(inputs.dtype)
+        for session in sessions.values():
+            run(session, batch)  # warm-up
+        for _ in range(repeats):
+            for name, session in sessions.items():
+                start = time.perf_counter()
+                run(session, batch)
+                samples[name][batch_size].append((time.perf_counter() - start) * 1e3)
+    return {
+        name: {b: round(statistics.median(times), 5) for b, times in by_batch.items()}
+        for name, by_batch in samples.items()
+    }
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

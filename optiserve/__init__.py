@@ -1,0 +1,1 @@
+"""optiserve: optimize a trained model, then serve it over HTTP with Ray Serve."""

@@ -1,0 +1,32 @@
+"""The `optiserve` command: one entry point, a subcommand per stage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    from optimize import cli as optimize_cli
+    from serve import cli as serve_cli
+
+    parser = argparse.ArgumentParser(prog="optiserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    optimize = commands.add_parser("optimize", help="turn a trained model into an artifact")
+    optimize_cli.add_arguments(optimize)
+    optimize.set_defaults(run=optimize_cli.main)
+    serve = commands.add_parser("serve", help="serve artifacts over HTTP (KServe V2) with Ray Serve")
+    serve_cli.add_arguments(serve)
+    serve.set_defaults(run=serve_cli.main)
+    demo = commands.add_parser("demo", help="optimize the digits demo model, serve it, query it")
+    demo.set_defaults(run=lambda _args: __import__("optiserve.demo", fromlist=["main"]).main())
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

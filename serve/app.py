@@ -1,0 +1,199 @@
+"""The Ray Serve application: one Serve app per model plus a root app.
+
+Each model is its own Serve application at route prefix `/v2/models/{name}`,
+so a request reaches the model's replica in one hop and each model gets its
+own replicas, batcher and cache. The root app at `/` answers the server-wide
+routes (health, server metadata) and 404s for unknown models.
+"""
+
+
+import time
+from importlib import metadata
+from pathlib import Path
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from ray import serve
+from starlette.exceptions import HTTPException
+
+from serve.batcher import BatchError, Batcher
+from serve.cache import ResultCache, cache_key
+from serve.metrics import ServeMetrics
+from serve.model import OnnxModel
+from serve.protocol import (
+    InferenceRequest, ProtocolError, decode_inputs, encode_response, model_metadata, parse_request,
+    requested_outputs,
+)
+from serve.settings import ServeSettings
+
+JSON = "application/json"
+
+
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response({"error": message}, status)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("optiserve")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _with_json_errors(api: FastAPI) -> FastAPI:
+    """Answer routing and validation failures with {"error": ...} like every other client error."""
+
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        if error.status_code == 404:
+            return error_response(404, f"no route for {request.method} {request.url.path}; see /v2 and /v2/models/{{name}}")
+        if error.status_code == 405:
+            return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+        return error_response(error.status_code, str(error.detail))
+
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        return error_response(400, f"invalid request: {error.errors()[0].get('msg', 'malformed')}")
+
+    async def bug(request: Request, error: Exception) -> Response:  # still a bug, but answered in JSON
+        return error_response(500, f"internal error: {error!r}")
+
+    api.add_exception_handler(HTTPException, http_error)
+    api.add_exception_handler(RequestValidationError, validation_error)
+    api.add_exception_handler(Exception, bug)
+    return api
+
+
+class _BarePrefixAsRoot:
+    """ASGI middleware: `GET /v2/models/{name}` (the bare route prefix) is the app's `/` route."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == scope.get("root_path"):
+            scope = dict(scope, path=scope["path"] + "/")
+        await self.app(scope, receive, send)
+
+
+model_api = _with_json_errors(FastAPI(title="optiserve model", docs_url=None, redoc_url=None))
+model_api.add_middleware(_BarePrefixAsRoot)
+_INFER_BODY = {"requestBody": {"required": True, "content": {JSON: {"schema": InferenceRequest.model_json_schema()}}}}
+
+
+@serve.deployment
+@serve.ingress(model_api)
+class ModelServer:
+    """Serves one artifact: cache, then dynamic batcher, then onnxruntime."""
+
+    def __init__(self, artifact_dir: str, settings: ServeSettings) -> None:
+        self._model = OnnxModel(Path(artifact_dir), settings.intra_op_threads)
+        self._manifest = self._model.manifest
+        self._metrics = ServeMetrics(self._manifest.name)
+        self._cache = ResultCache(settings.cache_max_bytes) if settings.cache_max_bytes else None
+        self._batcher = Batcher(
+            self._model.run, settings.max_batch_size, settings.max_wait_ms / 1000, self._metrics.observe_batch
+        )
+
+    @model_api.post("/infer", openapi_extra=_INFER_BODY)
+    async def infer(self, request: Request) -> Response:
+        return await self._answer(request, version=None)
+
+    @model_api.post("/versions/{version}/infer", openapi_extra=_INFER_BODY)
+    async def infer_version(self, version: str, request: Request) -> Response:
+        return await self._answer(request, version)
+
+    @model_api.get("/")
+    async def metadata(self) -> Response:
+        return json_response(model_metadata(self._manifest))
+
+    @model_api.get("/versions/{version}")
+    async def metadata_version(self, version: str) -> Response:
+        return self._unknown_version(version) or json_response(model_metadata(self._manifest))
+
+    @model_api.get("/ready")
+    async def ready(self) -> Response:
+        return json_response({"name": self._manifest.name, "ready": True})
+
+    @model_api.get("/versions/{version}/ready")
+    async def ready_version(self, version: str) -> Response:
+        return self._unknown_version(version) or json_response({"name": self._manifest.name, "ready": True})
+
+    async def _answer(self, request: Request, version: str | None) -> Response:
+        started = time.monotonic()
+        try:
+            response = self._unknown_version(version) or await self._infer(await request.body())
+        except ProtocolError as error:
+            response = error_response(error.status, error.message)
+        except BatchError as error:  # a bug: the model failed on inputs that passed validation
+            response = error_response(500, str(error))
+        self._metrics.observe_request(response.status_code, time.monotonic() - started)
+        return response
+
+    async def _infer(self, body: bytes) -> Response:
+        request = parse_request(body)
+        inputs = decode_inputs(request, self._manifest)
+        outputs = requested_outputs(request, self._manifest)
+        key = cache_key(self._manifest.sha256, self._manifest.version, inputs, outputs)
+        result = self._cache.get(key) if self._cache is not None else None
+        self._metrics.observe_cache(hit=result is not None)
+        if result is None:
+            computed = await self._batcher.submit(inputs)
+            result = {name: computed[name] for name in outputs}
+            if self._cache is not None:
+                self._cache.put(key, result)
+        return Response(encode_response(self._manifest, request.id, result), media_type=JSON)
+
+    def _unknown_version(self, version: "str | None") -> "Response | None":
+        if version is None or version == self._manifest.version:
+            return None
+        return error_response(
+            404, f"model {self._manifest.name!r} has no version {version!r}; expected {self._manifest.version!r}"
+        )
+
+
+root_api = _with_json_errors(FastAPI(title="optiserve", docs_url=None, redoc_url=None))
+READY_CACHE_S = 1.0
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+@serve.ingress(root_api)
+class ServerRoot:
+    """Server-wide KServe V2 routes; anything under /v2/models/ that reaches here is an unknown model."""
+
+    def __init__(self, model_apps: list[str]) -> None:
+        self._model_apps = model_apps
+        self._ready = (0.0, False)
+
+    @root_api.get("/v2/health/live")
+    async def live(self) -> Response:
+        return json_response({"live": True})
+
+    @root_api.get("/v2/health/ready")
+    async def ready(self) -> Response:
+        ready = self._all_models_running()
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    @root_api.get("/v2")
+    async def server_metadata(self) -> Response:
+        return json_response({"name": "optiserve", "version": _version(), "extensions": []})
+
+    @root_api.api_route("/v2/models/{name}", methods=["GET", "POST"])
+    @root_api.api_route("/v2/models/{name}/{rest:path}", methods=["GET", "POST"])
+    async def unknown_model(self, name: str) -> Response:
+        available = ", ".join(self._model_apps) or "none"
+        return error_response(404, f"unknown model {name!r}; available models: {available}")
+
+    def _all_models_running(self) -> bool:
+        checked_at, ready = self._ready
+        if time.monotonic() - checked_at > READY_CACHE_S:
+            statuses = serve.status().applications
+            ready = all(
+                name in statuses and statuses[name].status == "RUNNING" for name in self._model_apps
+            )
+            self._ready = (time.monotonic(), ready)
+        return ready
+

@@ -1,0 +1,150 @@
+"""A dynamic batcher: merges concurrent requests into one model call.
+
+Requests queue up; the batcher takes the oldest, waits at most `max_wait_s`
+from its arrival for others to join, and runs one call over up to
+`max_batch_size` rows. Only requests whose non-batch shapes and dtypes match
+are merged. While a batch computes (in a worker thread), new requests queue,
+so under load batches fill without waiting. When a call fails, or returns a
+batch dimension that does not match its inputs, every request in it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+Tensors = dict[str, np.ndarray]
+RunBatch = Callable[[Tensors], Tensors]
+
+
+class BatchError(RuntimeError):
+    """The model call for a batch failed or returned the wrong number of rows."""
+
+
+def _signature(inputs: Tensors) -> tuple:
+    return tuple(sorted((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items()))
+
+
+@dataclass
+class _Pending:
+    inputs: Tensors
+    rows: int
+    signature: tuple
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        max_batch_size: int,
+        max_wait_s: float,
+        on_batch: Callable[[int], None] = lambda rows: None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size: expected >= 1, got {max_batch_size}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s: expected >= 0, got {max_wait_s}")
+        self._run_batch = run_batch
+        self._max_rows = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._on_batch = on_batch
+        self._queue: deque[_Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
+        self._worker: asyncio.Task | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, inputs: Tensors) -> Tensors:
+        """Queue one request (all inputs share axis 0) and wait for its rows of the result."""
+        rows = {array.shape[0] for array in inputs.values()}
+        if len(rows) != 1:
+            raise ValueError(f"inputs: expected the same batch dimension for all, got {sorted(rows)}")
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+        pending = _Pending(inputs, rows.pop(), _signature(inputs), asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._arrived.set()
+        return await pending.future
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:  # every queued caller gave up
+                continue
+            self._on_batch(sum(p.rows for p in batch))
+            try:
+                merged = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
+                outputs = await loop.run_in_executor(self._executor, self._run_batch, merged)
+                self._deliver(batch, outputs)
+            except Exception as error:  # every request in the batch gets the failure
+                failure = error if isinstance(error, BatchError) else BatchError(f"model call failed: {error!r}")
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(failure)
+
+    async def _next_batch(self) -> list[_Pending]:
+        while not self._queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        first = self._queue[0]
+        deadline = first.arrived + self._max_wait_s
+        while self._rows_like(first) < self._max_rows:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return self._take_like(first)
+
+    def _rows_like(self, first: _Pending) -> int:
+        return sum(p.rows for p in self._queue if p.signature == first.signature and not p.future.done())
+
+    def _take_like(self, first: _Pending) -> list[_Pending]:
+        """Remove and return the oldest compatible requests, up to max rows (the first always)."""
+        taken, kept, rows = [], deque(), 0
+        for pending in self._queue:
+            if pending.future.done():  # the caller gave up (cancelled); drop it
+                continue
+            fits = pending.signature == first.signature and (not taken or rows + pending.rows <= self._max_rows)
+            if fits:
+                taken.append(pending)
+                rows += pending.rows
+            else:
+                kept.append(pending)
+        self._queue = kept
+        return taken
+
+    @staticmethod
+    def _deliver(batch: list[_Pending], outputs: Tensors) -> None:
+        total = sum(p.rows for p in batch)
+        for name, array in outputs.items():
+            if array.shape[:1] != (total,):
+                raise BatchError(
+                    f"output {name!r}: expected {total} rows for the batch, got shape {list(array.shape)}"
+                )
+        offset = 0
+        for pending in batch:
+            if not pending.future.done():
+                end = offset + pending.rows
+                pending.future.set_result({name: array[offset:end] for name, array in outputs.items()})
+            offset += pending.rows

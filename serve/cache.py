@@ -1,0 +1,70 @@
+"""An in-process LRU cache of inference results with a byte budget.
+
+The key covers everything that determines the answer: the model's sha256 and
+version, each input tensor's name, datatype, shape and bytes, and the outputs
+asked for. The request `id` is deliberately not part of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Iterable
+
+import numpy as np
+
+Result = dict[str, np.ndarray]
+
+
+def cache_key(model_sha256: str, model_version: str, inputs: dict[str, np.ndarray], outputs: Iterable[str]) -> bytes:
+    digest = hashlib.blake2b(digest_size=32)
+    for part in (model_sha256, model_version, *sorted(outputs)):
+        _update_framed(digest, part.encode())
+    for name in sorted(inputs):
+        array = np.ascontiguousarray(inputs[name])
+        _update_framed(digest, name.encode())
+        _update_framed(digest, array.dtype.str.encode())
+        _update_framed(digest, repr(array.shape).encode())
+        _update_framed(digest, array.tobytes())
+    return digest.digest()
+
+
+def _update_framed(digest, data: bytes) -> None:
+    """Length-prefix each part so ("ab", "c") and ("a", "bc") never collide."""
+    digest.update(len(data).to_bytes(8, "little"))
+    digest.update(data)
+
+
+class ResultCache:
+    """LRU over results; evicts least recently used entries beyond `max_bytes`."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes: expected >= 0, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[bytes, tuple[Result, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: bytes) -> Result | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: bytes, result: Result) -> None:
+        size = sum(array.nbytes for array in result.values()) + len(key)
+        if size > self.max_bytes:
+            return
+        if key in self._entries:
+            self.bytes -= self._entries.pop(key)[1]
+        for array in result.values():
+            array.setflags(write=False)
+        self._entries[key] = (result, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, evicted_size) = self._entries.popitem(last=False)
+            self.bytes -= evicted_size

@@ -1,0 +1,42 @@
+"""`optiserve serve`: serve artifact directories over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# CLI flag -> ServeSettings field; unset flags fall back to OPTISERVE_* env vars, then defaults.
+_FLAGS = {
+    "--host": ("host", str), "--port": ("port", int), "--metrics-port": ("metrics_port", int),
+    "--ingress": ("ingress", str), "--replicas": ("replicas", int),
+    "--max-batch-size": ("max_batch_size", int), "--max-wait-ms": ("max_wait_ms", float),
+    "--cache-max-bytes": ("cache_max_bytes", int),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from serve.settings import ServeSettings
+
+    parser.add_argument("artifacts", nargs="+", type=Path, help="artifact directories (model.onnx + manifest.json)")
+    for flag, (field, kind) in _FLAGS.items():
+        info = ServeSettings.model_fields[field]
+        parser.add_argument(flag, dest=field, type=kind, default=None,
+                            help=f"{info.description} (default {info.default})")
+
+
+def main(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from optimize.manifest import ArtifactError
+    from serve.runner import serve_until_signalled
+    from serve.settings import ServeSettings
+
+    overrides = {field: getattr(args, field) for field, _ in _FLAGS.values() if getattr(args, field) is not None}
+    try:
+        settings = ServeSettings(**overrides)
+        serve_until_signalled(args.artifacts, settings)
+    except (ArtifactError, ValidationError, ValueError) as error:
+        print(f"optiserve serve: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,49 @@
+"""Prometheus metrics through Ray's metrics agent, so every replica is counted.
+
+`ray.util.metrics` sends each replica's values to the metrics agent on its
+node; Prometheus scrapes the agent (`ray start --metrics-export-port`, or
+`ServeSettings.metrics_port` for the embedded server) and sees every replica's
+series, whichever replica answered a request. Ray prefixes names with `ray_`:
+`ray_optiserve_requests_total`, `ray_optiserve_request_latency_seconds_bucket`, ...
+"""
+
+from __future__ import annotations
+
+LATENCY_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+
+class ServeMetrics:
+    """The server's metrics for one model; create it inside the replica process."""
+
+    def __init__(self, model: str) -> None:
+        from ray.util import metrics
+
+        tags = {"model": model}
+        self.requests = metrics.Counter(
+            "optiserve_requests", "Inference requests answered, by model and HTTP status.",
+            tag_keys=("model", "status"),
+        )
+        self.requests.set_default_tags(tags)
+        self.latency = metrics.Histogram(
+            "optiserve_request_latency_seconds", "Time from request received to response ready.",
+            boundaries=LATENCY_BUCKETS_S, tag_keys=("model",),
+        )
+        self.batch_size = metrics.Histogram(
+            "optiserve_batch_size", "Rows per model call formed by the dynamic batcher.",
+            boundaries=BATCH_SIZE_BUCKETS, tag_keys=("model",),
+        )
+        self.cache_hits = metrics.Counter("optiserve_cache_hits", "Result cache hits.", tag_keys=("model",))
+        self.cache_misses = metrics.Counter("optiserve_cache_misses", "Result cache misses.", tag_keys=("model",))
+        for metric in (self.latency, self.batch_size, self.cache_hits, self.cache_misses):
+            metric.set_default_tags(tags)
+
+    def observe_request(self, status: int, seconds: float) -> None:
+        self.requests.inc(1, {"status": str(status)})
+        self.latency.observe(seconds)
+
+    def observe_batch(self, rows: int) -> None:
+        self.batch_size.observe(rows)
+
+    def observe_cache(self, hit: bool) -> None:
+        (self.cache_hits if hit else self.cache_misses).inc(1)

@@ -1,0 +1,27 @@
+"""An artifact loaded into onnxruntime, verified against its manifest first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from optimize.manifest import load_verified
+
+
+class OnnxModel:
+    def __init__(self, artifact_dir: Path, intra_op_threads: int = 1) -> None:
+        self.manifest, model_path = load_verified(Path(artifact_dir))
+        if self.manifest.runtime != "onnxruntime":
+            raise ValueError(f"{artifact_dir}: expected runtime onnxruntime, manifest says {self.manifest.runtime}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self._session.get_outputs()]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run every output for a batch of inputs."""
+        return dict(zip(self.output_names, self._session.run(self.output_names, inputs)))

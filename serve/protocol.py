@@ -1,0 +1,160 @@
+"""KServe V2 / Open Inference Protocol (REST): request decoding and response encoding.
+
+Decoding checks a request against the model's manifest and raises
+ProtocolError with an HTTP status and a message naming what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from optimize.manifest import Manifest, TensorSpec
+
+NUMPY_DTYPES = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}
+# numpy dtype kinds a JSON array may arrive as, per declared datatype family
+_ACCEPTED_KINDS = {"b": "b", "u": "bui", "i": "bui", "f": "buif"}
+
+
+class ProtocolError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RequestInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+def parse_request(body: bytes) -> InferenceRequest:
+    try:
+        return InferenceRequest.model_validate_json(body)
+    except ValidationError as error:
+        raise ProtocolError(400, f"invalid inference request: {_first_problem(error)}") from None
+
+
+def _first_problem(error: ValidationError) -> str:
+    problem = error.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in problem["loc"]) or "body"
+    if problem["type"] == "json_invalid":
+        return f"expected a JSON object, body is not valid JSON ({problem['msg']})"
+    return f"{where}: {problem['msg']}; expected {{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}}"
+
+
+def decode_inputs(request: InferenceRequest, manifest: Manifest) -> dict[str, np.ndarray]:
+    """Turn request inputs into arrays, checking each against the manifest's input specs."""
+    specs = {spec.name: spec for spec in manifest.inputs}
+    arrays: dict[str, np.ndarray] = {}
+    for tensor in request.inputs:
+        spec = specs.get(tensor.name)
+        if spec is None:
+            raise ProtocolError(400, f"input {tensor.name!r}: model {manifest.name!r} has no such input; "
+                                     f"expected inputs: {', '.join(specs)}")
+        if tensor.name in arrays:
+            raise ProtocolError(400, f"input {tensor.name!r}: given more than once")
+        arrays[tensor.name] = _decode_tensor(tensor, spec)
+    missing = [name for name in specs if name not in arrays]
+    if missing:
+        raise ProtocolError(400, f"missing input(s) {', '.join(missing)}; expected inputs: {', '.join(specs)}")
+    rows = {array.shape[0] for array in arrays.values()}
+    if len(rows) > 1:
+        raise ProtocolError(400, f"inputs: expected the same batch size (first dimension) for all, got {sorted(rows)}")
+    return arrays
+
+
+def requested_outputs(request: InferenceRequest, manifest: Manifest) -> tuple[str, ...]:
+    known = [spec.name for spec in manifest.outputs]
+    if not request.outputs:
+        return tuple(known)
+    names = tuple(output.name for output in request.outputs)
+    for name in names:
+        if name not in known:
+            raise ProtocolError(400, f"output {name!r}: model {manifest.name!r} has no such output; "
+                                     f"expected outputs: {', '.join(known)}")
+    return names
+
+
+def _decode_tensor(tensor: RequestInput, spec: TensorSpec) -> np.ndarray:
+    where = f"input {tensor.name!r}"
+    if tensor.datatype != spec.datatype:
+        raise ProtocolError(400, f"{where}: expected datatype {spec.datatype}, got {tensor.datatype}")
+    if not _shape_matches(tensor.shape, spec.shape):
+        raise ProtocolError(400, f"{where}: expected shape {_shape_text(spec.shape)}, got {list(tensor.shape)}")
+    if spec.datatype not in NUMPY_DTYPES:
+        raise ProtocolError(400, f"{where}: datatype {spec.datatype} is not supported by this server yet")
+    expected_count = math.prod(tensor.shape)
+    try:
+        values = np.asarray(tensor.data)
+    except ValueError:
+        raise ProtocolError(400, f"{where}: expected data as a flat or evenly nested list of numbers") from None
+    target = np.dtype(NUMPY_DTYPES[spec.datatype])
+    if values.size and values.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
+        raise ProtocolError(400, f"{where}: expected {spec.datatype} numbers in data, got {values.dtype.kind!r}-kind "
+                                 f"values (e.g. {str(values.flat[0])[:40]!r})")
+    if values.size != expected_count:
+        raise ProtocolError(400, f"{where}: shape {list(tensor.shape)} needs {expected_count} values, "
+                                 f"got {values.size}")
+    return values.astype(target, copy=False).reshape(tensor.shape)
+
+
+def _shape_matches(shape: list[int], declared: tuple[int, ...]) -> bool:
+    if len(shape) != len(declared) or not shape or shape[0] < 1:
+        return False
+    return all(size >= 0 and (want == -1 or size == want) for size, want in zip(shape, declared))
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "] (-1: any size >= 1)"
+
+
+def encode_response(manifest: Manifest, request_id: str | None, outputs: dict[str, np.ndarray]) -> bytes:
+    datatypes = {spec.name: spec.datatype for spec in manifest.outputs}
+    body: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
+    if request_id is not None:
+        body["id"] = request_id
+    body["outputs"] = [
+        {"name": name, "datatype": datatypes[name], "shape": list(array.shape),
+         "data": np.ascontiguousarray(array).ravel()}
+        for name, array in outputs.items()
+    ]
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def model_metadata(manifest: Manifest) -> dict[str, Any]:
+    def tensors(specs):
+        return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
+
+    return {
+        "name": manifest.name,
+        "versions": [manifest.version],
+        "platform": "onnxruntime_onnx",
+        "inputs": tensors(manifest.inputs),
+        "outputs": tensors(manifest.outputs),
+    }

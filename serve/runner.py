@@ -1,0 +1,84 @@
+"""Start and stop the embedded server: a local Ray instance with Serve on it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+from optimize.manifest import Manifest, load_verified
+from serve.settings import ServeSettings
+
+ROOT_APP = "optiserve"
+log = logging.getLogger("optiserve.serve")
+
+
+def verify_artifacts(artifact_dirs: list[Path]) -> list[Manifest]:
+    """Check every artifact before Ray starts, so a bad one fails fast (ArtifactError)."""
+    manifests = [load_verified(Path(d))[0] for d in artifact_dirs]
+    names = [m.name for m in manifests]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"artifacts: expected one artifact per model name, got several for {', '.join(duplicates)}")
+    if ROOT_APP in names:
+        raise ValueError(f"artifacts: the model name {ROOT_APP!r} is reserved for the server itself")
+    return manifests
+
+
+def start(artifact_dirs: list[Path], settings: ServeSettings) -> list[Manifest]:
+    """Start Ray (embedded, local) and deploy one Serve app per artifact plus the root app."""
+    import ray
+    from ray import serve
+
+    from serve.app import ModelServer, ServerRoot
+
+    manifests = verify_artifacts(artifact_dirs)
+    # Read by the Serve processes that Ray starts below (they inherit this environment).
+    if settings.ingress == "haproxy":
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = str(settings.drain_period_s)
+    os.environ["RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S"] = str(max(settings.drain_period_s, 0.1))
+    ray.init(
+        _metrics_export_port=settings.metrics_port,
+        include_dashboard=False,
+        log_to_driver=False,
+        _system_config={"metrics_report_interval_ms": settings.metrics_report_interval_ms},
+    )
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    for manifest, artifact_dir in zip(manifests, artifact_dirs):
+        deployment = ModelServer.options(
+            name=f"model-{manifest.name}",
+            num_replicas=settings.replicas,
+            max_ongoing_requests=settings.replica_concurrency,
+            ray_actor_options={"num_cpus": settings.replica_cpus},
+        )
+        serve.run(
+            deployment.bind(str(Path(artifact_dir).resolve()), settings),
+            name=manifest.name, route_prefix=f"/v2/models/{manifest.name}",
+        )
+    serve.run(ServerRoot.bind([m.name for m in manifests]), name=ROOT_APP, route_prefix="/")
+    return manifests
+
+
+def stop() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+def serve_until_signalled(artifact_dirs: list[Path], settings: ServeSettings) -> None:
+    """Run the server in the foreground until SIGINT or SIGTERM, then stop it cleanly."""
+    manifests = start(artifact_dirs, settings)
+    stop_requested = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own handlers
+        signal.signal(signum, lambda *_: stop_requested.set())
+    models = ", ".join(f"{m.name} v{m.version}" for m in manifests)
+    print(f"optiserve: serving {models} on http://{settings.host}:{settings.port}/v2 "
+          f"({settings.ingress} ingress); metrics on http://127.0.0.1:{settings.metrics_port}/metrics", flush=True)
+    stop_requested.wait()
+    print("optiserve: stopping", flush=True)
+    stop()

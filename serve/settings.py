@@ -1,0 +1,51 @@
+"""Server settings: one validated place; env vars OPTISERVE_<FIELD> or CLI flags."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPTISERVE_", frozen=True)
+
+    host: str = Field("127.0.0.1", description="address the HTTP ingress binds")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port for the KServe V2 API")
+    metrics_port: int = Field(
+        8080, ge=1, le=65535, description="port of Ray's metrics agent, where Prometheus scrapes"
+    )
+    ingress: Literal["haproxy", "proxy"] = Field(
+        "haproxy", description="Ray Serve HTTP ingress: bundled HAProxy (measured faster) or the Python proxy"
+    )
+    replicas: int = Field(1, ge=1, description="replicas per model")
+    replica_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves for each model replica")
+    max_batch_size: int = Field(32, ge=1, description="most rows the batcher merges into one inference call")
+    max_wait_ms: float = Field(
+        1.0, ge=0, le=1000, description="longest a request waits for others to join its batch"
+    )
+    max_ongoing_requests: int = Field(
+        0, ge=0, description="Ray Serve's per-replica concurrency cap; 0 means 4 x max_batch_size"
+    )
+    cache_max_bytes: int = Field(64 << 20, ge=0, description="result cache budget per replica; 0 disables it")
+    intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per replica")
+    drain_period_s: float = Field(
+        2.0, ge=0, description="how long a stopping replica stays reachable so the ingress can deregister it"
+    )
+    metrics_report_interval_ms: int = Field(
+        2000, ge=100, description="how often replicas push metrics to Ray's metrics agent"
+    )
+
+    @model_validator(mode="after")
+    def _concurrency_admits_full_batches(self) -> "ServeSettings":
+        if self.max_ongoing_requests and self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"max_ongoing_requests must be at least max_batch_size ({self.max_batch_size}), "
+                f"got {self.max_ongoing_requests}: Ray Serve would never let a full batch reach a replica"
+            )
+        return self
+
+    @property
+    def replica_concurrency(self) -> int:
+        return self.max_ongoing_requests or 4 * self.max_batch_size
