@@ -79,6 +79,11 @@ class Manifest(_Strict):
     before: Measurement
     after: Measurement
     candidates: tuple[Candidate, ...] = ()
+    batch_deviation: float = Field(
+        ge=0,
+        description="largest abs difference between an output computed alone and inside a batch "
+        "(dynamic quantization scales activations per batch); measured on the held-out data",
+    )
     machine: str = Field(description="CPU the measurements were taken on")
     tool_versions: dict[str, str]
     created_at: str

@@ -49,6 +49,19 @@ def interleaved_latency_ms(
     }
 
 
+def batch_deviation(session: ort.InferenceSession, inputs: np.ndarray, batch_size: int) -> float:
+    """Largest abs difference between each row run alone and the same row run inside batches.
+
+    Batches of `batch_size` and one batch of everything are both tried: dynamic
+    int8 derives one activation scale per batch, so a row's answer can move
+    with its neighbours. fp32 models come out near zero.
+    """
+    alone = np.concatenate([run(session, inputs[i : i + 1]) for i in range(len(inputs))])
+    chunked = np.concatenate([run(session, inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
+    together = run(session, inputs)
+    return float(max(np.max(np.abs(alone - chunked)), np.max(np.abs(alone - together))))
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -55,12 +55,16 @@ def optimize_model(
         chosen = "int8" if candidates[1].accepted else "fp32"
         shutil.copyfile(paths[chosen], out_dir / "model.onnx")
         steps = (export_step, quantize_step) if chosen == "int8" else (export_step,)
+        deviation = measure.batch_deviation(
+            sessions[chosen], source.validation_inputs, max(settings.latency_batch_sizes)
+        )
+        log(f"batch deviation of the shipped model: {deviation:.2e} (alone vs inside a batch)")
     manifest = Manifest(
         name=source.name, version=source.version, sha256=sha256_of(out_dir / "model.onnx"),
         inputs=_tensor_specs(sessions[chosen].get_inputs()),
         outputs=_tensor_specs(sessions[chosen].get_outputs()),
         metric="top1", steps=steps, before=measurements["fp32"], after=measurements[chosen],
-        candidates=tuple(candidates), machine=measure.cpu_name(),
+        candidates=tuple(candidates), batch_deviation=deviation, machine=measure.cpu_name(),
         tool_versions=_tool_versions(), created_at=datetime.datetime.now(datetime.UTC).isoformat(),
     )
     write_manifest(manifest, out_dir)

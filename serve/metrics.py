@@ -5,6 +5,8 @@ node; Prometheus scrapes the agent (`ray start --metrics-export-port`, or
 `ServeSettings.metrics_port` for the embedded server) and sees every replica's
 series, whichever replica answered a request. Ray prefixes names with `ray_`:
 `ray_optiserve_requests_total`, `ray_optiserve_request_latency_seconds_bucket`, ...
+Ray reports a histogram's `_sum` from bucket midpoints, so it is approximate;
+buckets and `_count` are exact, and `optiserve_inference_rows` counts rows exactly.
 """
 
 from __future__ import annotations
@@ -33,9 +35,13 @@ class ServeMetrics:
             "optiserve_batch_size", "Rows per model call formed by the dynamic batcher.",
             boundaries=BATCH_SIZE_BUCKETS, tag_keys=("model",),
         )
+        self.rows = metrics.Counter(
+            "optiserve_inference_rows", "Rows the model computed (exact; Ray approximates histogram sums).",
+            tag_keys=("model",),
+        )
         self.cache_hits = metrics.Counter("optiserve_cache_hits", "Result cache hits.", tag_keys=("model",))
         self.cache_misses = metrics.Counter("optiserve_cache_misses", "Result cache misses.", tag_keys=("model",))
-        for metric in (self.latency, self.batch_size, self.cache_hits, self.cache_misses):
+        for metric in (self.latency, self.batch_size, self.rows, self.cache_hits, self.cache_misses):
             metric.set_default_tags(tags)
 
     def observe_request(self, status: int, seconds: float) -> None:
@@ -44,6 +50,7 @@ class ServeMetrics:
 
     def observe_batch(self, rows: int) -> None:
         self.batch_size.observe(rows)
+        self.rows.inc(rows)
 
     def observe_cache(self, hit: bool) -> None:
         (self.cache_hits if hit else self.cache_misses).inc(1)

@@ -1,0 +1,24 @@
+"""Shared fixtures: the real digits demo model, trained and optimized once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def digits_source():
+    from optimize.demo_digits import trained_digits_classifier
+
+    return trained_digits_classifier()
+
+
+@pytest.fixture(scope="session")
+def digits_artifact(tmp_path_factory, digits_source) -> Path:
+    from optimize.pipeline import optimize_model
+    from optimize.settings import OptimizeSettings
+
+    artifact = tmp_path_factory.mktemp("artifacts") / "digits"
+    optimize_model(digits_source, artifact, OptimizeSettings(latency_repeats=30))
+    return artifact

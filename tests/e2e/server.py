@@ -1,0 +1,101 @@
+"""Start a real `optiserve serve` process on loopback and talk to it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+STARTUP_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    url: str
+    metrics_url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def metric_total(self, name: str, **labels: str) -> float:
+        """Sum a metric over every series (every replica) whose labels match."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            text = response.read().decode()
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+    def series(self, name: str) -> list[dict[str, str]]:
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            text = response.read().decode()
+        return [s.labels for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
+
+    def settled_total(self, name: str, settle_s: float = 2.5, timeout_s: float = 30, **labels: str) -> float:
+        """A reading taken once earlier requests have all been reported (two equal scrapes settle_s apart)."""
+        deadline = time.monotonic() + timeout_s
+        previous = self.metric_total(name, **labels)
+        while time.monotonic() < deadline:
+            time.sleep(settle_s)
+            current = self.metric_total(name, **labels)
+            if current == previous:
+                return current
+            previous = current
+        raise AssertionError(f"{name} {labels} kept changing for {timeout_s}s")
+
+    def wait_for_metric(self, name: str, at_least: float, timeout_s: float = 30, **labels: str) -> float:
+        """Metrics reach the agent every few seconds: poll until the sum reaches `at_least`."""
+        deadline = time.monotonic() + timeout_s
+        value = self.metric_total(name, **labels)
+        while value < at_least and time.monotonic() < deadline:
+            time.sleep(0.5)
+            value = self.metric_total(name, **labels)
+        return value
+
+
+def start_server(artifacts: list[Path], log_path: Path, *extra_args: str) -> RunningServer:
+    port, metrics_port = free_port(), free_port()
+    command = [
+        sys.executable, "-m", "optiserve.cli", "serve", *map(str, artifacts),
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port), *extra_args,
+    ]
+    log = open(log_path, "w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    server = RunningServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", process, log_path)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            pass
+        time.sleep(1)
+    stop_server(server)
+    raise RuntimeError(f"server not ready after {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
+
+
+def stop_server(server: RunningServer, timeout_s: float = 60) -> int:
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        return server.process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        return server.process.wait()

@@ -1,0 +1,71 @@
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from optimize.export import ParityError, check_parity, torch_outputs
+from optimize.manifest import Measurement, load_verified
+from optimize.pipeline import _judge
+from optimize.settings import OptimizeSettings
+
+
+def test_artifact_describes_inputs_outputs_and_dynamic_batch(digits_artifact):
+    manifest, _ = load_verified(digits_artifact)
+    assert [(t.name, t.datatype, t.shape) for t in manifest.inputs] == [("input", "FP32", (-1, 64))]
+    assert [(t.name, t.datatype, t.shape) for t in manifest.outputs] == [("logits", "FP32", (-1, 10))]
+    assert {"torch", "onnx", "onnxruntime", "python"} <= set(manifest.tool_versions)
+
+
+def test_exported_model_matches_pytorch_within_the_recorded_tolerance(digits_artifact, digits_source):
+    manifest, model_path = load_verified(digits_artifact)
+    export = next(step for step in manifest.steps if step.name == "export_onnx")
+    assert export.settings["parity_max_abs_diff"] <= export.settings["parity_tolerance"]
+    if len(manifest.steps) == 1:  # fp32 shipped: it must still match PyTorch on new batch sizes
+        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        inputs = digits_source.validation_inputs[:3]
+        onnx_out = session.run(None, {"input": inputs})[0]
+        np.testing.assert_allclose(onnx_out, torch_outputs(digits_source, inputs), atol=1e-4)
+
+
+def test_recorded_accuracy_is_what_the_shipped_model_scores(digits_artifact, digits_source):
+    manifest, model_path = load_verified(digits_artifact)
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": digits_source.validation_inputs})[0]
+    accuracy = float(np.mean(logits.argmax(axis=1) == digits_source.validation_labels))
+    assert accuracy == pytest.approx(manifest.after.accuracy)
+    assert manifest.before.accuracy > 0.9  # a real classifier, not chance (0.1)
+    assert manifest.before.accuracy - manifest.after.accuracy <= OptimizeSettings().accuracy_tolerance
+
+
+def test_manifest_records_both_candidates_and_the_choice(digits_artifact):
+    manifest, _ = load_verified(digits_artifact)
+    names = [c.name for c in manifest.candidates]
+    assert names == ["fp32", "int8_dynamic"]
+    int8 = manifest.candidates[1]
+    shipped_int8 = any(step.name == "quantize_int8_dynamic" for step in manifest.steps)
+    assert shipped_int8 == int8.accepted
+    assert int8.measurement.size_bytes < manifest.candidates[0].measurement.size_bytes
+
+
+def test_parity_check_fails_loudly_above_tolerance(digits_source):
+    outputs = torch_outputs(digits_source, digits_source.validation_inputs) + 1e-3
+    with pytest.raises(ParityError, match="max abs diff .* expected at most"):
+        check_parity(digits_source, outputs, tolerance=1e-4)
+
+
+def _measurement(accuracy, b1, b32):
+    return Measurement(accuracy=accuracy, latency_ms={1: b1, 32: b32}, size_bytes=100)
+
+
+@pytest.mark.parametrize(
+    "int8, accepted, reason",
+    [
+        (_measurement(0.95, 0.9, 9.0), True, "within"),
+        (_measurement(0.90, 0.5, 5.0), False, "exceeds tolerance"),
+        (_measurement(0.95, 1.1, 5.0), False, "slower than fp32 on this CPU at batch size 1"),
+    ],
+)
+def test_int8_ships_only_when_accurate_and_not_slower(int8, accepted, reason):
+    fp32 = _measurement(0.955, 1.0, 10.0)
+    verdict = _judge({"fp32": fp32, "int8": int8}, OptimizeSettings(accuracy_tolerance=0.01))[1]
+    assert verdict.accepted is accepted
+    assert reason in verdict.reason

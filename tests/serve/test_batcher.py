@@ -1,0 +1,178 @@
+"""The batcher on plain asyncio, no Ray."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from serve.batcher import BatchError, Batcher
+
+
+class Recorder:
+    """A model that doubles its input and records the batch sizes it saw."""
+
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def __call__(self, inputs):
+        self.batches.append(len(inputs["x"]))
+        return {"y": inputs["x"] * 2}
+
+
+def rows(values, width=4):
+    return {"x": np.array([[v] * width for v in values], dtype=np.float32)}
+
+
+async def _submit_all(batcher, requests):
+    return await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True)
+
+
+def test_concurrent_requests_share_one_call_and_each_gets_its_own_rows():
+    model = Recorder()
+
+    async def scenario():
+        batcher = Batcher(model, max_batch_size=8, max_wait_s=0.05)
+        results = await _submit_all(batcher, [rows([i]) for i in range(5)])
+        batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    assert model.batches == [5]
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"], rows([i])["x"] * 2)
+
+
+def test_batches_never_exceed_max_batch_size_in_rows():
+    model = Recorder()
+
+    async def scenario():
+        batcher = Batcher(model, max_batch_size=4, max_wait_s=0.01)
+        results = await _submit_all(batcher, [rows([i, i + 100]) for i in range(7)])
+        batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    assert all(size <= 4 for size in model.batches) and sum(model.batches) == 14
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"][:, 0], [2 * i, 2 * (i + 100)])
+
+
+def test_a_request_larger_than_max_runs_alone():
+    model = Recorder()
+
+    async def scenario():
+        batcher = Batcher(model, max_batch_size=2, max_wait_s=0.0)
+        results = await _submit_all(batcher, [rows(range(5))])
+        batcher.close()
+        return results
+
+    (result,) = asyncio.run(scenario())
+    assert model.batches == [5] and result["y"].shape == (5, 4)
+
+
+def test_inputs_with_different_non_batch_shapes_are_never_merged():
+    model = Recorder()
+
+    async def scenario():
+        batcher = Batcher(model, max_batch_size=16, max_wait_s=0.02)
+        requests = [rows([1], width=4), rows([2], width=3), rows([3], width=4), rows([4], width=3)]
+        results = await _submit_all(batcher, requests)
+        batcher.close()
+        return requests, results
+
+    requests, results = asyncio.run(scenario())
+    assert sorted(model.batches) == [2, 2]
+    for request, result in zip(requests, results):
+        np.testing.assert_array_equal(result["y"], request["x"] * 2)
+
+
+def test_with_no_wait_a_lone_request_is_not_held_back():
+    model = Recorder()
+
+    async def scenario():
+        batcher = Batcher(model, max_batch_size=32, max_wait_s=0.0)
+        result = await asyncio.wait_for(batcher.submit(rows([7])), timeout=1.0)
+        batcher.close()
+        return result
+
+    assert asyncio.run(scenario())["y"][0, 0] == 14
+
+
+def test_a_failing_model_call_fails_every_request_in_the_batch():
+    def broken(inputs):
+        raise RuntimeError("boom")
+
+    async def scenario():
+        batcher = Batcher(broken, max_batch_size=8, max_wait_s=0.02)
+        results = await _submit_all(batcher, [rows([i]) for i in range(3)])
+        batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, BatchError) and "boom" in str(r) for r in results)
+
+
+def test_outputs_that_do_not_match_inputs_in_length_fail_the_batch():
+    async def scenario():
+        batcher = Batcher(lambda inputs: {"y": inputs["x"][:1]}, max_batch_size=8, max_wait_s=0.02)
+        results = await _submit_all(batcher, [rows([i]) for i in range(3)])
+        batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, BatchError) and "expected 3 rows" in str(r) for r in results)
+
+
+def test_the_batcher_keeps_serving_after_a_failed_batch():
+    calls = []
+
+    def flaky(inputs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first call fails")
+        return {"y": inputs["x"] + 1}
+
+    async def scenario():
+        batcher = Batcher(flaky, max_batch_size=8, max_wait_s=0.0)
+        first = await _submit_all(batcher, [rows([1])])
+        second = await batcher.submit(rows([1]))
+        batcher.close()
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert isinstance(first[0], BatchError) and second["y"][0, 0] == 2
+
+
+def test_a_cancelled_caller_does_not_disturb_the_others():
+    model = Recorder()
+
+    async def scenario():
+        batcher = Batcher(model, max_batch_size=8, max_wait_s=0.05)
+        doomed = asyncio.ensure_future(batcher.submit(rows([1])))
+        kept = asyncio.ensure_future(batcher.submit(rows([2])))
+        await asyncio.sleep(0)
+        doomed.cancel()
+        result = await kept
+        batcher.close()
+        return result
+
+    assert asyncio.run(scenario())["y"][0, 0] == 4
+    assert model.batches == [1]
+
+
+@pytest.mark.parametrize("size, wait", [(0, 0.0), (4, -1.0)])
+def test_settings_are_checked_up_front(size, wait):
+    with pytest.raises(ValueError, match="expected"):
+        Batcher(Recorder(), max_batch_size=size, max_wait_s=wait)
+
+
+def test_inputs_must_agree_on_batch_dimension():
+    async def scenario():
+        batcher = Batcher(Recorder(), max_batch_size=8, max_wait_s=0.0)
+        try:
+            await batcher.submit({"a": np.zeros((2, 1)), "b": np.zeros((3, 1))})
+        finally:
+            batcher.close()
+
+    with pytest.raises(ValueError, match="same batch dimension"):
+        asyncio.run(scenario())

@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import orjson
+import pytest
+
+from optimize.manifest import Manifest, Measurement, TensorSpec
+from serve.protocol import ProtocolError, decode_inputs, encode_response, parse_request, requested_outputs
+
+MEASURED = Measurement(accuracy=0.9, latency_ms={1: 0.1}, size_bytes=1)
+MANIFEST = Manifest(
+    name="digits", version="1", sha256="0" * 64,
+    inputs=(TensorSpec(name="input", datatype="FP32", shape=(-1, 4)),),
+    outputs=(TensorSpec(name="logits", datatype="FP32", shape=(-1, 3)),),
+    metric="top1", steps=(), before=MEASURED, after=MEASURED, batch_deviation=0.0, machine="test",
+    tool_versions={}, created_at="now",
+)
+
+
+def body(**tensor):
+    tensor = {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0, 1, 2, 3], **tensor}
+    return json.dumps({"id": "r1", "inputs": [tensor]}).encode()
+
+
+def decode(raw):
+    return decode_inputs(parse_request(raw), MANIFEST)
+
+
+def test_flat_and_nested_data_decode_to_the_declared_shape_and_dtype():
+    flat = decode(body(shape=[2, 4], data=list(range(8))))["input"]
+    nested = decode(body(shape=[2, 4], data=[[0, 1, 2, 3], [4, 5, 6, 7]]))["input"]
+    assert flat.dtype == np.float32 and flat.shape == (2, 4)
+    np.testing.assert_array_equal(flat, nested)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[]", "expected {\"inputs\""),
+        (b'{"inputs": []}', "inputs"),
+        (body(name="pixels"), "input 'pixels': model 'digits' has no such input; expected inputs: input"),
+        (body(datatype="INT32"), "input 'input': expected datatype FP32, got INT32"),
+        (body(shape=[1, 5]), "expected shape [-1, 4]"),
+        (body(shape=[4]), "expected shape [-1, 4]"),
+        (body(shape=[0, 4], data=[]), "expected shape [-1, 4]"),
+        (body(data=[1, 2, 3]), "shape [1, 4] needs 4 values, got 3"),
+        (body(data=["a", "b", "c", "d"]), "expected FP32 numbers"),
+        (body(data=[[1, 2], [3]]), "evenly nested list of numbers"),
+    ],
+)
+def test_bad_requests_are_400_with_a_message_naming_what_was_expected(raw, message):
+    with pytest.raises(ProtocolError) as caught:
+        decode(raw)
+    assert caught.value.status == 400
+    assert message in caught.value.message
+
+
+def test_missing_and_duplicate_inputs_are_reported():
+    duplicate = json.dumps({"inputs": [json.loads(body())["inputs"][0]] * 2}).encode()
+    with pytest.raises(ProtocolError, match="given more than once"):
+        decode(duplicate)
+
+
+def test_unknown_requested_output_is_reported():
+    request = parse_request(json.dumps({"inputs": json.loads(body())["inputs"], "outputs": [{"name": "x"}]}))
+    with pytest.raises(ProtocolError, match="output 'x': .* expected outputs: logits"):
+        requested_outputs(request, MANIFEST)
+
+
+def test_response_carries_model_id_and_flat_data():
+    response = orjson.loads(encode_response(MANIFEST, "r1", {"logits": np.arange(6, dtype=np.float32).reshape(2, 3)}))
+    assert response == {
+        "model_name": "digits", "model_version": "1", "id": "r1",
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [2, 3], "data": [0, 1, 2, 3, 4, 5]}],
+    }
