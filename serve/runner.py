@@ -27,8 +27,14 @@ def verify_artifacts(artifact_dirs: list[Path]) -> list[Manifest]:
     return manifests
 
 
-def start(artifact_dirs: list[Path], settings: ServeSettings) -> list[Manifest]:
-    """Start Ray (embedded, local) and deploy one Serve app per artifact plus the root app."""
+def start(
+    artifact_dirs: list[Path], settings: ServeSettings, stop_requested: threading.Event | None = None
+) -> list[Manifest]:
+    """Start Ray (embedded, local) and deploy one Serve app per artifact plus the root app.
+
+    With `stop_requested`, SIGINT and SIGTERM set it from the moment Ray is up
+    (ray.init installs handlers of its own, which would exit at once).
+    """
     import ray
     from ray import serve
 
@@ -46,6 +52,9 @@ def start(artifact_dirs: list[Path], settings: ServeSettings) -> list[Manifest]:
         log_to_driver=False,
         _system_config={"metrics_report_interval_ms": settings.metrics_report_interval_ms},
     )
+    if stop_requested is not None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop_requested.set())
     serve.start(http_options={"host": settings.host, "port": settings.port})
     for manifest, artifact_dir in zip(manifests, artifact_dirs):
         deployment = ModelServer.options(
@@ -72,10 +81,8 @@ def stop() -> None:
 
 def serve_until_signalled(artifact_dirs: list[Path], settings: ServeSettings) -> None:
     """Run the server in the foreground until SIGINT or SIGTERM, then stop it cleanly."""
-    manifests = start(artifact_dirs, settings)
     stop_requested = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own handlers
-        signal.signal(signum, lambda *_: stop_requested.set())
+    manifests = start(artifact_dirs, settings, stop_requested)
     models = ", ".join(f"{m.name} v{m.version}" for m in manifests)
     print(f"optiserve: serving {models} on http://{settings.host}:{settings.port}/v2 "
           f"({settings.ingress} ingress); metrics on http://127.0.0.1:{settings.metrics_port}/metrics", flush=True)

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.e2e.server import start_server, stop_server
+from optiserve.local_server import start_server, stop_server
 
 
 @pytest.fixture(scope="module")

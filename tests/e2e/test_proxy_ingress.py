@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.e2e.server import start_server, stop_server
+from optiserve.local_server import start_server, stop_server
 from tests.e2e.test_server import infer_body, post_all
 
 
@@ -12,7 +12,7 @@ def proxy_server(digits_artifact, tmp_path_factory):
     log = tmp_path_factory.mktemp("proxy") / "server.log"
     running = start_server([digits_artifact], log, "--ingress", "proxy")
     yield running
-    assert stop_server(running) == 0
+    assert stop_server(running) == 0, log.read_text()[-3000:]
 
 
 def test_proxy_ingress_answers_predictions_and_client_errors(proxy_server):

@@ -1,4 +1,7 @@
-"""Start a real `optiserve serve` process on loopback and talk to it."""
+"""Run `optiserve serve` as a child process on loopback, wait for it, scrape it, stop it.
+
+Used by `optiserve demo`, the end-to-end tests and the benchmarks.
+"""
 
 from __future__ import annotations
 
@@ -68,14 +71,18 @@ class RunningServer:
         return value
 
 
-def start_server(artifacts: list[Path], log_path: Path, *extra_args: str) -> RunningServer:
-    port, metrics_port = free_port(), free_port()
+def start_server(
+    artifacts: list[Path], log_path: Path, *extra_args: str, port: int = 0, metrics_port: int = 0,
+    env: dict[str, str] | None = None,
+) -> RunningServer:
+    """Start the server (free loopback ports unless given) and return once /v2/health/ready says so."""
+    port, metrics_port = port or free_port(), metrics_port or free_port()
     command = [
         sys.executable, "-m", "optiserve.cli", "serve", *map(str, artifacts),
         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port), *extra_args,
     ]
     log = open(log_path, "w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     server = RunningServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", process, log_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
