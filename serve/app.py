@@ -94,8 +94,10 @@ class ModelServer:
         self._manifest = self._model.manifest
         self._metrics = ServeMetrics(self._manifest.name)
         self._cache = ResultCache(settings.cache_max_bytes) if settings.cache_max_bytes else None
+        self._arriving = 0  # requests received whose inputs are not yet queued for the batcher
         self._batcher = Batcher(
-            self._model.run, settings.max_batch_size, settings.max_wait_ms / 1000, self._metrics.observe_batch
+            self._model.run, settings.max_batch_size, settings.max_wait_ms / 1000,
+            on_batch=self._metrics.observe_batch, more_coming=lambda: self._arriving > 0,
         )
 
     @model_api.post("/infer", openapi_extra=_INFER_BODY)
@@ -125,7 +127,7 @@ class ModelServer:
     async def _answer(self, request: Request, version: str | None) -> Response:
         started = time.monotonic()
         try:
-            response = self._unknown_version(version) or await self._infer(await request.body())
+            response = self._unknown_version(version) or await self._infer(request)
         except ProtocolError as error:
             response = error_response(error.status, error.message)
         except BatchError as error:  # a bug: the model failed on inputs that passed validation
@@ -133,10 +135,16 @@ class ModelServer:
         self._metrics.observe_request(response.status_code, time.monotonic() - started)
         return response
 
-    async def _infer(self, body: bytes) -> Response:
-        request = parse_request(body)
-        inputs = decode_inputs(request, self._manifest)
-        outputs = requested_outputs(request, self._manifest)
+    async def _read_and_check(self, request: Request) -> tuple:
+        self._arriving += 1
+        try:
+            parsed = parse_request(await request.body())
+            return parsed, decode_inputs(parsed, self._manifest), requested_outputs(parsed, self._manifest)
+        finally:
+            self._arriving -= 1
+
+    async def _infer(self, http_request: Request) -> Response:
+        request, inputs, outputs = await self._read_and_check(http_request)
         key = cache_key(self._manifest.sha256, self._manifest.version, inputs, outputs)
         result = self._cache.get(key) if self._cache is not None else None
         self._metrics.observe_cache(hit=result is not None)

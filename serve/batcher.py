@@ -2,7 +2,9 @@
 
 Requests queue up; the batcher takes the oldest, waits at most `max_wait_s`
 from its arrival for others to join, and runs one call over up to
-`max_batch_size` rows. Only requests whose non-batch shapes and dtypes match
+`max_batch_size` rows. It waits only while `more_coming()` says requests have
+reached the server but not yet the queue (their bodies are still being read
+and checked): a lone request is never held back for company that isn't there. Only requests whose non-batch shapes and dtypes match
 are merged. While a batch computes (in a worker thread), new requests queue,
 so under load batches fill without waiting. When a call fails, or returns a
 batch dimension that does not match its inputs, every request in it fails.
@@ -47,6 +49,7 @@ class Batcher:
         max_batch_size: int,
         max_wait_s: float,
         on_batch: Callable[[int], None] = lambda rows: None,
+        more_coming: Callable[[], bool] = lambda: True,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size: expected >= 1, got {max_batch_size}")
@@ -56,6 +59,7 @@ class Batcher:
         self._max_rows = max_batch_size
         self._max_wait_s = max_wait_s
         self._on_batch = on_batch
+        self._more_coming = more_coming
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
@@ -105,7 +109,7 @@ class Batcher:
             await self._arrived.wait()
         first = self._queue[0]
         deadline = first.arrived + self._max_wait_s
-        while self._rows_like(first) < self._max_rows:
+        while self._rows_like(first) < self._max_rows and self._more_coming():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

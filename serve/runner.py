@@ -27,6 +27,24 @@ def verify_artifacts(artifact_dirs: list[Path]) -> list[Manifest]:
     return manifests
 
 
+def ray_serve_environment(settings: ServeSettings) -> dict[str, str]:
+    """Ray Serve knobs that only exist as environment variables, read by the processes Ray starts.
+
+    Each was measured with benchmarks/serve_bench.py (docs/BENCHMARKS.md).
+    """
+    environment = {
+        # Run handlers on the replica's main event loop: saves a thread hop per request.
+        # Safe because inference runs in the batcher's worker thread, never on the loop.
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(settings.drain_period_s),
+        "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S": str(max(settings.drain_period_s, 0.1)),
+    }
+    if settings.ingress == "haproxy":
+        environment["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        environment["RAY_SERVE_HAPROXY_NBTHREAD"] = str(settings.haproxy_threads)
+    return environment
+
+
 def start(
     artifact_dirs: list[Path], settings: ServeSettings, stop_requested: threading.Event | None = None
 ) -> list[Manifest]:
@@ -41,11 +59,7 @@ def start(
     from serve.app import ModelServer, ServerRoot
 
     manifests = verify_artifacts(artifact_dirs)
-    # Read by the Serve processes that Ray starts below (they inherit this environment).
-    if settings.ingress == "haproxy":
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
-    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = str(settings.drain_period_s)
-    os.environ["RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S"] = str(max(settings.drain_period_s, 0.1))
+    os.environ.update(ray_serve_environment(settings))
     ray.init(
         _metrics_export_port=settings.metrics_port,
         include_dashboard=False,
@@ -62,6 +76,7 @@ def start(
             num_replicas=settings.replicas,
             max_ongoing_requests=settings.replica_concurrency,
             ray_actor_options={"num_cpus": settings.replica_cpus},
+            logging_config={"enable_access_log": settings.access_log},
         )
         serve.run(
             deployment.bind(str(Path(artifact_dir).resolve()), settings),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -33,6 +34,11 @@ class ServeSettings(BaseSettings):
     drain_period_s: float = Field(
         2.0, ge=0, description="how long a stopping replica stays reachable so the ingress can deregister it"
     )
+    haproxy_threads: int = Field(
+        default_factory=lambda: min(4, max(1, (os.cpu_count() or 2) // 2)),
+        ge=1, description="HAProxy worker threads (default: half the cores, 1 to 4)",
+    )
+    access_log: bool = Field(False, description="log every request in the replica logs (costs throughput)")
     metrics_report_interval_ms: int = Field(
         2000, ge=100, description="how often replicas push metrics to Ray's metrics agent"
     )

@@ -176,3 +176,35 @@ def test_inputs_must_agree_on_batch_dimension():
 
     with pytest.raises(ValueError, match="same batch dimension"):
         asyncio.run(scenario())
+
+
+def test_a_lone_request_is_not_held_back_when_nothing_else_is_arriving():
+    model = Recorder()
+
+    async def scenario():
+        batcher = Batcher(model, max_batch_size=32, max_wait_s=5.0, more_coming=lambda: False)
+        result = await asyncio.wait_for(batcher.submit(rows([7])), timeout=1.0)
+        batcher.close()
+        return result
+
+    assert asyncio.run(scenario())["y"][0, 0] == 14
+
+
+def test_requests_still_arriving_are_waited_for():
+    model = Recorder()
+    arriving = {"count": 2}
+
+    async def late(batcher, value, delay):
+        await asyncio.sleep(delay)
+        arriving["count"] -= 1
+        return await batcher.submit(rows([value]))
+
+    async def scenario():
+        batcher = Batcher(model, max_batch_size=32, max_wait_s=1.0, more_coming=lambda: arriving["count"] > 0)
+        results = await asyncio.gather(batcher.submit(rows([0])), late(batcher, 1, 0.01), late(batcher, 2, 0.02))
+        batcher.close()
+        return results
+
+    results = asyncio.run(scenario())
+    assert model.batches == [3]
+    assert [r["y"][0, 0] for r in results] == [0, 2, 4]
