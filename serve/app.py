@@ -7,6 +7,7 @@ routes (health, server metadata) and 404s for unknown models.
 """
 
 
+import asyncio
 import time
 from importlib import metadata
 from pathlib import Path
@@ -182,7 +183,7 @@ class ServerRoot:
 
     @root_api.get("/v2/health/ready")
     async def ready(self) -> Response:
-        ready = self._all_models_running()
+        ready = await self._all_models_running()
         return json_response({"ready": ready}, 200 if ready else 503)
 
     @root_api.get("/v2")
@@ -195,10 +196,10 @@ class ServerRoot:
         available = ", ".join(self._model_apps) or "none"
         return error_response(404, f"unknown model {name!r}; available models: {available}")
 
-    def _all_models_running(self) -> bool:
+    async def _all_models_running(self) -> bool:
         checked_at, ready = self._ready
         if time.monotonic() - checked_at > READY_CACHE_S:
-            statuses = serve.status().applications
+            statuses = (await asyncio.to_thread(serve.status)).applications  # a blocking controller call
             ready = all(
                 name in statuses and statuses[name].status == "RUNNING" for name in self._model_apps
             )

@@ -56,14 +56,16 @@ class ResultCache:
         return entry[0]
 
     def put(self, key: bytes, result: Result) -> None:
+        """Store a read-only copy (a slice of a batch output would pin the whole batch's memory)."""
         size = sum(array.nbytes for array in result.values()) + len(key)
         if size > self.max_bytes:
             return
         if key in self._entries:
             self.bytes -= self._entries.pop(key)[1]
-        for array in result.values():
+        stored = {name: np.array(array, copy=True) for name, array in result.items()}
+        for array in stored.values():
             array.setflags(write=False)
-        self._entries[key] = (result, size)
+        self._entries[key] = (stored, size)
         self.bytes += size
         while self.bytes > self.max_bytes:
             _, (_, evicted_size) = self._entries.popitem(last=False)

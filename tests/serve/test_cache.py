@@ -80,3 +80,13 @@ def test_cached_arrays_cannot_be_mutated_by_a_caller():
 def test_negative_budget_is_refused():
     with pytest.raises(ValueError, match="expected >= 0"):
         ResultCache(-1)
+
+
+def test_a_slice_of_a_batch_output_is_stored_on_its_own():
+    batch_output = np.zeros((32, 10), dtype=np.float32)
+    cache = ResultCache(max_bytes=10_000)
+    cache.put(b"row", {"logits": batch_output[3:4]})
+    stored = cache.get(b"row")["logits"]
+    assert stored.base is None and stored.shape == (1, 10)
+    batch_output[3] = 1.0  # the batch buffer changing later must not change the cached answer
+    assert not stored.any()
