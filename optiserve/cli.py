@@ -18,9 +18,24 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve artifacts over HTTP (KServe V2) with Ray Serve")
     serve_cli.add_arguments(serve)
     serve.set_defaults(run=serve_cli.main)
+    ray_env = commands.add_parser(
+        "ray-env", help="print the environment a Ray node needs for optiserve (eval before `ray start`)"
+    )
+    ray_env.set_defaults(run=_print_ray_env)
     demo = commands.add_parser("demo", help="optimize the digits demo model, serve it, query it")
     demo.set_defaults(run=lambda _args: __import__("optiserve.demo", fromlist=["main"]).main())
     return parser
+
+
+def _print_ray_env(_args: argparse.Namespace) -> int:
+    import shlex
+
+    from serve.runner import ray_serve_environment
+    from serve.settings import ServeSettings
+
+    for name, value in ray_serve_environment(ServeSettings()).items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

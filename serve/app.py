@@ -26,7 +26,7 @@ from serve.protocol import (
     InferenceRequest, ProtocolError, decode_inputs, encode_response, model_metadata, parse_request,
     requested_outputs,
 )
-from serve.settings import ServeSettings
+from serve.settings import RuntimeConfig, ServeSettings
 
 JSON = "application/json"
 
@@ -94,12 +94,19 @@ class ModelServer:
         self._model = OnnxModel(Path(artifact_dir), settings.intra_op_threads)
         self._manifest = self._model.manifest
         self._metrics = ServeMetrics(self._manifest.name)
-        self._cache = ResultCache(settings.cache_max_bytes) if settings.cache_max_bytes else None
+        config = settings.runtime_config
+        self._cache = ResultCache(config.cache_max_bytes)
         self._arriving = 0  # requests received whose inputs are not yet queued for the batcher
         self._batcher = Batcher(
-            self._model.run, settings.max_batch_size, settings.max_wait_ms / 1000,
-            on_batch=self._metrics.observe_batch, more_coming=lambda: self._arriving > 0,
+            self._model.run, config.max_batch_size, config.max_wait_ms / 1000,
+            observer=self._metrics, more_coming=lambda: self._arriving > 0,
         )
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Ray Serve calls this with the deployment's `user_config`: batching and cache change live."""
+        config = RuntimeConfig.model_validate(user_config)
+        self._batcher.configure(config.max_batch_size, config.max_wait_ms / 1000)
+        self._cache.resize(config.cache_max_bytes)
 
     @model_api.post("/infer", openapi_extra=_INFER_BODY)
     async def infer(self, request: Request) -> Response:
@@ -146,13 +153,15 @@ class ModelServer:
 
     async def _infer(self, http_request: Request) -> Response:
         request, inputs, outputs = await self._read_and_check(http_request)
-        key = cache_key(self._manifest.sha256, self._manifest.version, inputs, outputs)
-        result = self._cache.get(key) if self._cache is not None else None
-        self._metrics.observe_cache(hit=result is not None)
+        caching = self._cache.max_bytes > 0
+        key = cache_key(self._manifest.sha256, self._manifest.version, inputs, outputs) if caching else b""
+        result = self._cache.get(key) if caching else None
+        if caching:
+            self._metrics.observe_cache(hit=result is not None)
         if result is None:
             computed = await self._batcher.submit(inputs)
             result = {name: computed[name] for name in outputs}
-            if self._cache is not None:
+            if caching:
                 self._cache.put(key, result)
         return Response(encode_response(self._manifest, request.id, result), media_type=JSON)
 

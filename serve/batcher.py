@@ -17,7 +17,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -42,28 +42,42 @@ class _Pending:
     arrived: float = field(default_factory=time.monotonic)
 
 
+class BatchObserver(Protocol):
+    def observe_batch(self, rows: int, queue_seconds: list[float], compute_seconds: float, queue_depth: int) -> None:
+        """Called after each model call: its rows, each request's wait in the queue, the call's time."""
+
+
+class _Ignore:
+    def observe_batch(self, rows, queue_seconds, compute_seconds, queue_depth) -> None:
+        pass
+
+
 class Batcher:
     def __init__(
         self,
         run_batch: RunBatch,
         max_batch_size: int,
         max_wait_s: float,
-        on_batch: Callable[[int], None] = lambda rows: None,
+        observer: BatchObserver = _Ignore(),
         more_coming: Callable[[], bool] = lambda: True,
     ) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size: expected >= 1, got {max_batch_size}")
-        if max_wait_s < 0:
-            raise ValueError(f"max_wait_s: expected >= 0, got {max_wait_s}")
         self._run_batch = run_batch
-        self._max_rows = max_batch_size
-        self._max_wait_s = max_wait_s
-        self._on_batch = on_batch
+        self.configure(max_batch_size, max_wait_s)
+        self._observer = observer
         self._more_coming = more_coming
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
         self._worker: asyncio.Task | None = None
+
+    def configure(self, max_batch_size: int, max_wait_s: float) -> None:
+        """Change the limits; the next batch formed uses them."""
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size: expected >= 1, got {max_batch_size}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s: expected >= 0, got {max_wait_s}")
+        self._max_rows = max_batch_size
+        self._max_wait_s = max_wait_s
 
     @property
     def queue_depth(self) -> int:
@@ -92,7 +106,7 @@ class Batcher:
             batch = await self._next_batch()
             if not batch:  # every queued caller gave up
                 continue
-            self._on_batch(sum(p.rows for p in batch))
+            started = time.monotonic()
             try:
                 merged = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
                 outputs = await loop.run_in_executor(self._executor, self._run_batch, merged)
@@ -102,6 +116,10 @@ class Batcher:
                 for pending in batch:
                     if not pending.future.done():
                         pending.future.set_exception(failure)
+            self._observer.observe_batch(
+                sum(p.rows for p in batch), [started - p.arrived for p in batch],
+                time.monotonic() - started, len(self._queue),
+            )
 
     async def _next_batch(self) -> list[_Pending]:
         while not self._queue:

@@ -39,11 +39,21 @@ class ResultCache:
     """LRU over results; evicts least recently used entries beyond `max_bytes`."""
 
     def __init__(self, max_bytes: int) -> None:
+        self.bytes = 0
+        self._entries: OrderedDict[bytes, tuple[Result, int]] = OrderedDict()
+        self.resize(max_bytes)
+
+    def resize(self, max_bytes: int) -> None:
+        """Change the budget, evicting least recently used entries beyond it."""
         if max_bytes < 0:
             raise ValueError(f"max_bytes: expected >= 0, got {max_bytes}")
         self.max_bytes = max_bytes
-        self.bytes = 0
-        self._entries: OrderedDict[bytes, tuple[Result, int]] = OrderedDict()
+        self._evict()
+
+    def _evict(self) -> None:
+        while self.bytes > self.max_bytes:
+            _, (_, evicted_size) = self._entries.popitem(last=False)
+            self.bytes -= evicted_size
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -67,6 +77,4 @@ class ResultCache:
             array.setflags(write=False)
         self._entries[key] = (stored, size)
         self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, (_, evicted_size) = self._entries.popitem(last=False)
-            self.bytes -= evicted_size
+        self._evict()

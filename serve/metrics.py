@@ -13,6 +13,7 @@ from __future__ import annotations
 
 LATENCY_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
 BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+STAGE_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]
 
 
 class ServeMetrics:
@@ -35,22 +36,37 @@ class ServeMetrics:
             "optiserve_batch_size", "Rows per model call formed by the dynamic batcher.",
             boundaries=BATCH_SIZE_BUCKETS, tag_keys=("model",),
         )
+        self.queue_time = metrics.Histogram(
+            "optiserve_queue_seconds", "Time a request waited in the batcher's queue before its model call.",
+            boundaries=STAGE_BUCKETS_S, tag_keys=("model",),
+        )
+        self.compute_time = metrics.Histogram(
+            "optiserve_compute_seconds", "Time of one batched model call.",
+            boundaries=STAGE_BUCKETS_S, tag_keys=("model",),
+        )
+        self.queue_depth = metrics.Gauge(
+            "optiserve_queue_depth", "Requests waiting in the batcher's queue (per replica).", tag_keys=("model",),
+        )
         self.rows = metrics.Counter(
             "optiserve_inference_rows", "Rows the model computed (exact; Ray approximates histogram sums).",
             tag_keys=("model",),
         )
         self.cache_hits = metrics.Counter("optiserve_cache_hits", "Result cache hits.", tag_keys=("model",))
         self.cache_misses = metrics.Counter("optiserve_cache_misses", "Result cache misses.", tag_keys=("model",))
-        for metric in (self.latency, self.batch_size, self.rows, self.cache_hits, self.cache_misses):
+        for metric in (self.latency, self.batch_size, self.queue_time, self.compute_time, self.queue_depth, self.rows, self.cache_hits, self.cache_misses):
             metric.set_default_tags(tags)
 
     def observe_request(self, status: int, seconds: float) -> None:
         self.requests.inc(1, {"status": str(status)})
         self.latency.observe(seconds)
 
-    def observe_batch(self, rows: int) -> None:
+    def observe_batch(self, rows: int, queue_seconds: list[float], compute_seconds: float, queue_depth: int) -> None:
         self.batch_size.observe(rows)
         self.rows.inc(rows)
+        self.compute_time.observe(compute_seconds)
+        for seconds in queue_seconds:
+            self.queue_time.observe(seconds)
+        self.queue_depth.set(queue_depth)
 
     def observe_cache(self, hit: bool) -> None:
         (self.cache_hits if hit else self.cache_misses).inc(1)

@@ -56,7 +56,7 @@ def start(
     import ray
     from ray import serve
 
-    from serve.app import ModelServer, ServerRoot
+    from serve.builders import RootAppArgs, build_model_app, root_app
 
     manifests = verify_artifacts(artifact_dirs)
     os.environ.update(ray_serve_environment(settings))
@@ -71,18 +71,9 @@ def start(
             signal.signal(signum, lambda *_: stop_requested.set())
     serve.start(http_options={"host": settings.host, "port": settings.port})
     for manifest, artifact_dir in zip(manifests, artifact_dirs):
-        deployment = ModelServer.options(
-            name=f"model-{manifest.name}",
-            num_replicas=settings.replicas,
-            max_ongoing_requests=settings.replica_concurrency,
-            ray_actor_options={"num_cpus": settings.replica_cpus},
-            logging_config={"enable_access_log": settings.access_log},
-        )
-        serve.run(
-            deployment.bind(str(Path(artifact_dir).resolve()), settings),
-            name=manifest.name, route_prefix=f"/v2/models/{manifest.name}",
-        )
-    serve.run(ServerRoot.bind([m.name for m in manifests]), name=ROOT_APP, route_prefix="/")
+        serve.run(build_model_app(Path(artifact_dir), settings), name=manifest.name,
+                  route_prefix=f"/v2/models/{manifest.name}")
+    serve.run(root_app(RootAppArgs(models=[m.name for m in manifests])), name=ROOT_APP, route_prefix="/")
     return manifests
 
 

@@ -5,8 +5,21 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RuntimeConfig(BaseModel):
+    """What a running replica can change without a restart (Ray Serve `user_config`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_size: int = Field(32, ge=1, description="most rows the batcher merges into one inference call")
+    max_wait_ms: float = Field(
+        1.0, ge=0, le=1000,
+        description="longest a request waits for others to join its batch (only while more are arriving)",
+    )
+    cache_max_bytes: int = Field(64 << 20, ge=0, description="result cache budget per replica; 0 disables it")
 
 
 class ServeSettings(BaseSettings):
@@ -22,14 +35,12 @@ class ServeSettings(BaseSettings):
     )
     replicas: int = Field(1, ge=1, description="replicas per model")
     replica_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves for each model replica")
-    max_batch_size: int = Field(32, ge=1, description="most rows the batcher merges into one inference call")
-    max_wait_ms: float = Field(
-        1.0, ge=0, le=1000, description="longest a request waits for others to join its batch"
-    )
+    max_batch_size: int = RuntimeConfig.model_fields["max_batch_size"]
+    max_wait_ms: float = RuntimeConfig.model_fields["max_wait_ms"]
     max_ongoing_requests: int = Field(
         0, ge=0, description="Ray Serve's per-replica concurrency cap; 0 means 4 x max_batch_size"
     )
-    cache_max_bytes: int = Field(64 << 20, ge=0, description="result cache budget per replica; 0 disables it")
+    cache_max_bytes: int = RuntimeConfig.model_fields["cache_max_bytes"]
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per replica")
     drain_period_s: float = Field(
         2.0, ge=0, description="how long a stopping replica stays reachable so the ingress can deregister it"
@@ -51,6 +62,12 @@ class ServeSettings(BaseSettings):
                 f"got {self.max_ongoing_requests}: Ray Serve would never let a full batch reach a replica"
             )
         return self
+
+    @property
+    def runtime_config(self) -> RuntimeConfig:
+        return RuntimeConfig(
+            max_batch_size=self.max_batch_size, max_wait_ms=self.max_wait_ms, cache_max_bytes=self.cache_max_bytes
+        )
 
     @property
     def replica_concurrency(self) -> int:

@@ -1,6 +1,7 @@
 """The batcher on plain asyncio, no Ray."""
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +18,14 @@ class Recorder:
     def __call__(self, inputs):
         self.batches.append(len(inputs["x"]))
         return {"y": inputs["x"] * 2}
+
+
+class Observed:
+    def __init__(self):
+        self.calls = []
+
+    def observe_batch(self, rows, queue_seconds, compute_seconds, queue_depth):
+        self.calls.append((rows, queue_seconds, compute_seconds, queue_depth))
 
 
 def rows(values, width=4):
@@ -208,3 +217,36 @@ def test_requests_still_arriving_are_waited_for():
     results = asyncio.run(scenario())
     assert model.batches == [3]
     assert [r["y"][0, 0] for r in results] == [0, 2, 4]
+
+
+def test_the_observer_sees_rows_queue_waits_and_compute_time():
+    observer = Observed()
+
+    def slow(inputs):
+        time.sleep(0.02)
+        return {"y": inputs["x"]}
+
+    async def scenario():
+        batcher = Batcher(slow, max_batch_size=2, max_wait_s=0.0, observer=observer)
+        await _submit_all(batcher, [rows([i]) for i in range(4)])
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert sum(rows for rows, *_ in observer.calls) == 4
+    assert all(len(waits) == rows for rows, waits, _, _ in observer.calls)
+    assert all(compute >= 0.02 for _, _, compute, _ in observer.calls)
+    assert max(max(waits) for _, waits, _, _ in observer.calls) >= 0.02  # later requests queued behind a call
+
+
+def test_reconfigure_changes_the_batch_limit_for_the_next_batch():
+    model = Recorder()
+
+    async def scenario():
+        batcher = Batcher(model, max_batch_size=8, max_wait_s=0.02)
+        await _submit_all(batcher, [rows([i]) for i in range(6)])
+        batcher.configure(max_batch_size=2, max_wait_s=0.02)
+        await _submit_all(batcher, [rows([i]) for i in range(6)])
+        batcher.close()
+
+    asyncio.run(scenario())
+    assert model.batches[0] == 6 and model.batches[1:] == [2, 2, 2]

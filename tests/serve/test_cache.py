@@ -90,3 +90,13 @@ def test_a_slice_of_a_batch_output_is_stored_on_its_own():
     assert stored.base is None and stored.shape == (1, 10)
     batch_output[3] = 1.0  # the batch buffer changing later must not change the cached answer
     assert not stored.any()
+
+
+def test_shrinking_the_budget_evicts_oldest_first():
+    cache = ResultCache(max_bytes=10_000)
+    for key in (b"a", b"b", b"c"):
+        cache.put(key, result(100))
+    cache.resize(2 * (400 + 1))
+    assert cache.get(b"a") is None and cache.get(b"b") is not None and cache.get(b"c") is not None
+    cache.resize(0)
+    assert len(cache) == 0 and cache.bytes == 0
