@@ -1,8 +1,13 @@
-# optiserve serving image (CPU). The serving stage needs no torch: only the base
-# dependencies in pyproject.toml. Mount or copy artifacts to /artifacts.
-#   docker build -t optiserve .
-#   docker run -p 8000:8000 -p 8080:8080 -v $PWD/artifacts:/artifacts:ro optiserve /artifacts/digits
-FROM python:3.11-slim AS build
+# syntax=docker/dockerfile:1
+# optiserve serving image. CPU by default; a CUDA image with onnxruntime-gpu and
+# TensorRT with --build-arg TARGET=gpu. The serving stage needs no torch.
+#   docker build -t optiserve:cpu .
+#   docker build --build-arg TARGET=gpu -t optiserve:gpu .
+#   docker run -p 8000:8000 -p 8080:8080 -v "$PWD/artifacts:/artifacts:ro" optiserve:cpu /artifacts/digits
+ARG TARGET=cpu
+
+# 1. Build the project wheel and every dependency wheel (pyproject.toml decides what).
+FROM python:3.11-slim-bookworm AS wheels
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY optimize ./optimize
@@ -10,13 +15,37 @@ COPY serve ./serve
 COPY optiserve ./optiserve
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
-RUN useradd --create-home --uid 1000 optiserve
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-USER optiserve
+# 2a. CPU runtime.
+FROM python:3.11-slim-bookworm AS runtime-cpu
+ENV EXTRAS=""
+RUN python -m venv /opt/venv
+
+# 2b. GPU runtime: CUDA + cuDNN, Python 3.11, onnxruntime-gpu and TensorRT from the `gpu` extra.
+FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04 AS runtime-gpu
+ENV EXTRAS="[gpu]"
+# The CUDA base image's own Ubuntu release pins these packages.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3.11 -m venv /opt/venv
+
+# 3. The image: the project installed from wheels into /opt/venv, run as a non-root user.
+# hadolint ignore=DL3006
+FROM runtime-${TARGET}
+COPY --from=wheels /wheels /wheels
+# On GPU, onnxruntime-gpu replaces the CPU onnxruntime (both install the same module).
+RUN /opt/venv/bin/pip install --no-cache-dir --find-links /wheels "optiserve${EXTRAS}" \
+    && if [ -n "${EXTRAS}" ]; then \
+        /opt/venv/bin/pip uninstall -y onnxruntime \
+        && /opt/venv/bin/pip install --no-cache-dir --no-deps --force-reinstall onnxruntime-gpu; \
+    fi \
+    && rm -rf /wheels \
+    && useradd --create-home --uid 1000 optiserve
+ENV PATH="/opt/venv/bin:${PATH}"
+USER 1000
 WORKDIR /home/optiserve
 EXPOSE 8000 8080
-HEALTHCHECK --interval=15s --timeout=3s --start-period=60s \
-    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status != 200)"
+HEALTHCHECK --interval=15s --timeout=3s --start-period=90s --retries=3 \
+    CMD ["python", "-c", "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status != 200)"]
 ENTRYPOINT ["optiserve", "serve", "--host", "0.0.0.0", "--port", "8000", "--metrics-port", "8080"]
