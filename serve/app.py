@@ -18,13 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from serve.batcher import BatchError, Batcher
+from serve.batcher import BatchError, Batcher, DeadlineExceeded, QueueFull
 from serve.cache import ResultCache, cache_key
 from serve.metrics import ServeMetrics
 from serve.model import OnnxModel
 from serve.protocol import (
     InferenceRequest, ProtocolError, decode_inputs, encode_response, model_metadata, parse_request,
-    requested_outputs,
+    requested_outputs, requested_timeout_ms,
 )
 from serve.settings import RuntimeConfig, ServeSettings
 
@@ -35,8 +35,8 @@ def json_response(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON)
 
 
-def error_response(status: int, message: str) -> Response:
-    return json_response({"error": message}, status)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON, headers=headers)
 
 
 def _version() -> str:
@@ -97,16 +97,18 @@ class ModelServer:
         config = settings.runtime_config
         self._cache = ResultCache(config.cache_max_bytes)
         self._arriving = 0  # requests received whose inputs are not yet queued for the batcher
+        self._config = config
         self._batcher = Batcher(
             self._model.run, config.max_batch_size, config.max_wait_ms / 1000,
-            observer=self._metrics, more_coming=lambda: self._arriving > 0,
+            observer=self._metrics, more_coming=lambda: self._arriving > 0, max_queue=config.max_queue_size,
         )
 
     def reconfigure(self, user_config: dict) -> None:
         """Ray Serve calls this with the deployment's `user_config`: batching and cache change live."""
         config = RuntimeConfig.model_validate(user_config)
-        self._batcher.configure(config.max_batch_size, config.max_wait_ms / 1000)
+        self._batcher.configure(config.max_batch_size, config.max_wait_ms / 1000, config.max_queue_size)
         self._cache.resize(config.cache_max_bytes)
+        self._config = config
 
     @model_api.post("/infer", openapi_extra=_INFER_BODY)
     async def infer(self, request: Request) -> Response:
@@ -135,35 +137,48 @@ class ModelServer:
     async def _answer(self, request: Request, version: str | None) -> Response:
         started = time.monotonic()
         try:
-            response = self._unknown_version(version) or await self._infer(request)
+            response = self._unknown_version(version) or await self._infer(request, started)
         except ProtocolError as error:
-            response = error_response(error.status, error.message)
+            response = error_response(error.status, error.message, error.headers)
         except BatchError as error:  # a bug: the model failed on inputs that passed validation
             response = error_response(500, str(error))
         self._metrics.observe_request(response.status_code, time.monotonic() - started)
         return response
 
-    async def _read_and_check(self, request: Request) -> tuple:
+    async def _read_and_check(self, request: Request, started: float) -> tuple:
+        """Parse and check the request; returns it, its input arrays, outputs asked for and its deadline."""
         self._arriving += 1
         try:
             parsed = parse_request(await request.body())
-            return parsed, decode_inputs(parsed, self._manifest), requested_outputs(parsed, self._manifest)
+            timeout_s = requested_timeout_ms(parsed, self._config.request_timeout_ms) / 1000
+            inputs = decode_inputs(parsed, self._manifest)
+            return parsed, inputs, requested_outputs(parsed, self._manifest), started + timeout_s
         finally:
             self._arriving -= 1
 
-    async def _infer(self, http_request: Request) -> Response:
-        request, inputs, outputs = await self._read_and_check(http_request)
+    async def _infer(self, http_request: Request, started: float) -> Response:
+        request, inputs, outputs, deadline = await self._read_and_check(http_request, started)
         caching = self._cache.max_bytes > 0
         key = cache_key(self._manifest.sha256, self._manifest.version, inputs, outputs) if caching else b""
         result = self._cache.get(key) if caching else None
         if caching:
             self._metrics.observe_cache(hit=result is not None)
         if result is None:
-            computed = await self._batcher.submit(inputs)
+            computed = await self._compute(inputs, deadline)
             result = {name: computed[name] for name in outputs}
             if caching:
                 self._cache.put(key, result)
         return Response(encode_response(self._manifest, request.id, result), media_type=JSON)
+
+    async def _compute(self, inputs, deadline: float) -> dict:
+        try:
+            return await self._batcher.submit(inputs, deadline)
+        except QueueFull as error:
+            raise ProtocolError(self._config.reject_status, f"server busy: {error}; retry after 1 s",
+                                {"Retry-After": "1"}) from None
+        except DeadlineExceeded as error:
+            raise ProtocolError(504, f"{error} (timeout {self._config.request_timeout_ms:g} ms unless "
+                                     "parameters.timeout_ms says otherwise)") from None
 
     def _unknown_version(self, version: "str | None") -> "Response | None":
         if version is None or version == self._manifest.version:

@@ -29,6 +29,14 @@ class BatchError(RuntimeError):
     """The model call for a batch failed or returned the wrong number of rows."""
 
 
+class QueueFull(RuntimeError):
+    """The queue holds max_queue requests already: back-pressure, the caller should retry later."""
+
+
+class DeadlineExceeded(RuntimeError):
+    """The request's deadline passed before its result was ready; it was not computed."""
+
+
 def _signature(inputs: Tensors) -> tuple:
     return tuple(sorted((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items()))
 
@@ -39,6 +47,7 @@ class _Pending:
     rows: int
     signature: tuple
     future: asyncio.Future
+    deadline: float | None
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -60,9 +69,10 @@ class Batcher:
         max_wait_s: float,
         observer: BatchObserver = _Ignore(),
         more_coming: Callable[[], bool] = lambda: True,
+        max_queue: int = 1024,
     ) -> None:
         self._run_batch = run_batch
-        self.configure(max_batch_size, max_wait_s)
+        self.configure(max_batch_size, max_wait_s, max_queue)
         self._observer = observer
         self._more_coming = more_coming
         self._queue: deque[_Pending] = deque()
@@ -70,30 +80,46 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
         self._worker: asyncio.Task | None = None
 
-    def configure(self, max_batch_size: int, max_wait_s: float) -> None:
-        """Change the limits; the next batch formed uses them."""
+    def configure(self, max_batch_size: int, max_wait_s: float, max_queue: int) -> None:
+        """Change the limits; the next request and batch use them."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size: expected >= 1, got {max_batch_size}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s: expected >= 0, got {max_wait_s}")
+        if max_queue < 1:
+            raise ValueError(f"max_queue: expected >= 1, got {max_queue}")
         self._max_rows = max_batch_size
         self._max_wait_s = max_wait_s
+        self._max_queue = max_queue
 
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    async def submit(self, inputs: Tensors) -> Tensors:
-        """Queue one request (all inputs share axis 0) and wait for its rows of the result."""
+    async def submit(self, inputs: Tensors, deadline: float | None = None) -> Tensors:
+        """Queue one request (all inputs share axis 0) and wait for its rows of the result.
+
+        Raises QueueFull at once when max_queue requests wait already, and
+        DeadlineExceeded when `deadline` (time.monotonic()) passes first; a
+        request whose deadline has passed is dropped before compute.
+        """
         rows = {array.shape[0] for array in inputs.values()}
         if len(rows) != 1:
             raise ValueError(f"inputs: expected the same batch dimension for all, got {sorted(rows)}")
+        if len(self._queue) >= self._max_queue:
+            raise QueueFull(f"{len(self._queue)} requests already queued (max_queue {self._max_queue})")
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._work())
-        pending = _Pending(inputs, rows.pop(), _signature(inputs), asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        pending = _Pending(inputs, rows.pop(), _signature(inputs), loop.create_future(), deadline)
         self._queue.append(pending)
         self._arrived.set()
-        return await pending.future
+        if deadline is None:
+            return await pending.future
+        try:
+            return await asyncio.wait_for(pending.future, max(deadline - time.monotonic(), 0))
+        except TimeoutError:
+            raise DeadlineExceeded("deadline passed while the request waited for its batch") from None
 
     def close(self) -> None:
         if self._worker is not None:
@@ -144,8 +170,12 @@ class Batcher:
     def _take_like(self, first: _Pending) -> list[_Pending]:
         """Remove and return the oldest compatible requests, up to max rows (the first always)."""
         taken, kept, rows = [], deque(), 0
+        now = time.monotonic()
         for pending in self._queue:
             if pending.future.done():  # the caller gave up (cancelled); drop it
+                continue
+            if pending.deadline is not None and now >= pending.deadline:
+                pending.future.set_exception(DeadlineExceeded("deadline passed before the request was computed"))
                 continue
             fits = pending.signature == first.signature and (not taken or rows + pending.rows <= self._max_rows)
             if fits:

@@ -11,7 +11,8 @@ _FLAGS = {
     "--host": ("host", str), "--port": ("port", int), "--metrics-port": ("metrics_port", int),
     "--ingress": ("ingress", str), "--replicas": ("replicas", int),
     "--max-batch-size": ("max_batch_size", int), "--max-wait-ms": ("max_wait_ms", float),
-    "--cache-max-bytes": ("cache_max_bytes", int),
+    "--cache-max-bytes": ("cache_max_bytes", int), "--max-queue-size": ("max_queue_size", int),
+    "--request-timeout-ms": ("request_timeout_ms", float), "--reject-status": ("reject_status", int),
 }
 
 

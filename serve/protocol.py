@@ -25,10 +25,11 @@ _ACCEPTED_KINDS = {"b": "b", "u": "bui", "i": "bui", "f": "buif"}
 
 
 class ProtocolError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 class RequestInput(BaseModel):
@@ -87,6 +88,18 @@ def decode_inputs(request: InferenceRequest, manifest: Manifest) -> dict[str, np
     if len(rows) > 1:
         raise ProtocolError(400, f"inputs: expected the same batch size (first dimension) for all, got {sorted(rows)}")
     return arrays
+
+
+MAX_TIMEOUT_MS = 600_000
+
+
+def requested_timeout_ms(request: InferenceRequest, default_ms: float) -> float:
+    """The request's own deadline (`parameters.timeout_ms`), else the server default."""
+    value = (request.parameters or {}).get("timeout_ms", default_ms)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT_MS:
+        raise ProtocolError(400, f"parameters.timeout_ms: expected a number of milliseconds in (0, {MAX_TIMEOUT_MS}], "
+                                 f"got {value!r}")
+    return float(value)
 
 
 def requested_outputs(request: InferenceRequest, manifest: Manifest) -> tuple[str, ...]:

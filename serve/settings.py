@@ -20,6 +20,24 @@ class RuntimeConfig(BaseModel):
         description="longest a request waits for others to join its batch (only while more are arriving)",
     )
     cache_max_bytes: int = Field(64 << 20, ge=0, description="result cache budget per replica; 0 disables it")
+    max_queue_size: int = Field(
+        96, ge=1, description="requests waiting in a replica's batcher before new ones are rejected (back-pressure)"
+    )
+    request_timeout_ms: float = Field(
+        10_000, gt=0, le=600_000,
+        description="default deadline per request; a request may ask for its own with parameters.timeout_ms",
+    )
+    reject_status: Literal[503, 429] = Field(
+        503, description="status for requests rejected because the queue is full (with Retry-After)"
+    )
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> "RuntimeConfig":
+        if self.max_queue_size < self.max_batch_size:
+            raise ValueError(
+                f"max_queue_size must be at least max_batch_size ({self.max_batch_size}), got {self.max_queue_size}"
+            )
+        return self
 
 
 class ServeSettings(BaseSettings):
@@ -41,6 +59,9 @@ class ServeSettings(BaseSettings):
         0, ge=0, description="Ray Serve's per-replica concurrency cap; 0 means 4 x max_batch_size"
     )
     cache_max_bytes: int = RuntimeConfig.model_fields["cache_max_bytes"]
+    max_queue_size: int = RuntimeConfig.model_fields["max_queue_size"]
+    request_timeout_ms: float = RuntimeConfig.model_fields["request_timeout_ms"]
+    reject_status: Literal[503, 429] = RuntimeConfig.model_fields["reject_status"]
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per replica")
     drain_period_s: float = Field(
         2.0, ge=0, description="how long a stopping replica stays reachable so the ingress can deregister it"
@@ -65,9 +86,7 @@ class ServeSettings(BaseSettings):
 
     @property
     def runtime_config(self) -> RuntimeConfig:
-        return RuntimeConfig(
-            max_batch_size=self.max_batch_size, max_wait_ms=self.max_wait_ms, cache_max_bytes=self.cache_max_bytes
-        )
+        return RuntimeConfig.model_validate({name: getattr(self, name) for name in RuntimeConfig.model_fields})
 
     @property
     def replica_concurrency(self) -> int:

@@ -101,13 +101,14 @@ def node_metric(cluster: RayCluster, name: str, **labels: str) -> float:
     return total
 
 
-async def load(url: str, concurrency: int, seconds: float, seed: int, log: list) -> None:
-    """Closed-loop clients; appends (finish time, latency s, HTTP status or exception name) to `log`."""
+async def load(url: str, concurrency: int, seconds: float, seed: int, log: list, until=lambda: False) -> None:
+    """Closed-loop clients for at most `seconds`, or until `until()` holds; appends
+    (finish time, latency s, HTTP status or exception name) to `log`."""
     rng = np.random.default_rng(seed)
     stop_at = time.monotonic() + seconds
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         async def client():
-            while time.monotonic() < stop_at:
+            while time.monotonic() < stop_at and not until():
                 payload = body(rng.random(64, dtype=np.float32))
                 started = time.monotonic()
                 try:
@@ -157,11 +158,23 @@ def test_autoscaling_up_across_nodes_and_back_down_without_failures(cluster, dep
             samples.append((time.monotonic(), len(running), len({r["node_id"] for r in running})))
             time.sleep(0.5)
 
+    def held_since(condition, seconds: float, after: float) -> bool:
+        """The latest samples, `seconds` back (taken after `after`), all satisfy `condition`."""
+        recent = [s for s in samples if s[0] >= after]
+        if not recent or recent[-1][0] - recent[0][0] < seconds:
+            return False
+        return all(condition(s) for s in recent if s[0] >= recent[-1][0] - seconds)
+
     sampler = threading.Thread(target=sample, daemon=True)
     began = time.monotonic()
     sampler.start()
-    asyncio.run(load(url, concurrency=24, seconds=25, seed=3, log=log))  # heavy: scale up
-    asyncio.run(load(url, concurrency=1, seconds=30, seed=4, log=log))  # trickle: scale down under traffic
+    # Heavy load until two replicas on two nodes have served for 5 s (at most 90 s), then a
+    # one-client trickle until one replica has served alone for 3 s (at most 120 s).
+    asyncio.run(load(url, concurrency=24, seconds=90, seed=3, log=log,
+                     until=lambda: held_since(lambda s: s[1] >= 2 and s[2] >= 2, 5, began)))
+    trickle_began = time.monotonic()
+    asyncio.run(load(url, concurrency=1, seconds=120, seed=4, log=log,
+                     until=lambda: held_since(lambda s: s[1] == 1, 3, trickle_began)))
     done.set()
     sampler.join()
 
@@ -197,7 +210,7 @@ def plot_timeline(began: float, log: list, samples: list, path: Path) -> None:
     middle.set_ylabel("req/s")
     bottom.plot(range(seconds), [np.percentile(s, 99) if s else np.nan for s in per_second])
     bottom.set_ylabel("p99 ms")
-    bottom.set_xlabel("seconds (24 clients for 25 s, then 1 client for 30 s)")
+    bottom.set_xlabel("seconds (24 clients until scaled up, then 1 client until scaled down)")
     top.set_title("optiserve autoscaling on a 2-node Ray cluster (1 CPU per node)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,13 @@
 """The batcher on plain asyncio, no Ray."""
 
 import asyncio
+import threading
 import time
 
 import numpy as np
 import pytest
 
-from serve.batcher import BatchError, Batcher
+from serve.batcher import BatchError, Batcher, DeadlineExceeded, QueueFull
 
 
 class Recorder:
@@ -244,9 +245,67 @@ def test_reconfigure_changes_the_batch_limit_for_the_next_batch():
     async def scenario():
         batcher = Batcher(model, max_batch_size=8, max_wait_s=0.02)
         await _submit_all(batcher, [rows([i]) for i in range(6)])
-        batcher.configure(max_batch_size=2, max_wait_s=0.02)
+        batcher.configure(max_batch_size=2, max_wait_s=0.02, max_queue=64)
         await _submit_all(batcher, [rows([i]) for i in range(6)])
         batcher.close()
 
     asyncio.run(scenario())
     assert model.batches[0] == 6 and model.batches[1:] == [2, 2, 2]
+
+
+def test_a_full_queue_rejects_at_once_and_loses_nothing_already_queued():
+    release = threading.Event()
+
+    def blocked(inputs):
+        release.wait(5)
+        return {"y": inputs["x"]}
+
+    async def scenario():
+        batcher = Batcher(blocked, max_batch_size=1, max_wait_s=0.0, max_queue=2)
+        first = asyncio.ensure_future(batcher.submit(rows([0])))
+        await asyncio.sleep(0.05)  # first is computing; the queue is empty again
+        queued = [asyncio.ensure_future(batcher.submit(rows([i]))) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull, match="max_queue 2"):
+            await batcher.submit(rows([3]))
+        release.set()
+        results = await asyncio.gather(first, *queued)
+        batcher.close()
+        return results
+
+    assert [r["y"][0, 0] for r in asyncio.run(scenario())] == [0, 1, 2]
+
+
+def test_an_expired_request_is_dropped_before_compute():
+    model = Recorder()
+    release = threading.Event()
+
+    def slow_first(inputs):
+        release.wait(5)
+        return model(inputs)
+
+    async def scenario():
+        batcher = Batcher(slow_first, max_batch_size=1, max_wait_s=0.0)
+        first = asyncio.ensure_future(batcher.submit(rows([0])))
+        await asyncio.sleep(0.02)
+        doomed = asyncio.ensure_future(batcher.submit(rows([1]), deadline=time.monotonic() + 0.05))
+        await asyncio.sleep(0.1)  # the deadline passes while the first batch computes
+        release.set()
+        results = await asyncio.gather(first, doomed, return_exceptions=True)
+        batcher.close()
+        return results
+
+    first, doomed = asyncio.run(scenario())
+    assert first["y"][0, 0] == 0
+    assert isinstance(doomed, DeadlineExceeded)
+    assert model.batches == [1], "the expired request must never reach the model"
+
+
+def test_a_request_with_time_left_is_computed():
+    async def scenario():
+        batcher = Batcher(Recorder(), max_batch_size=4, max_wait_s=0.0)
+        result = await batcher.submit(rows([3]), deadline=time.monotonic() + 5)
+        batcher.close()
+        return result
+
+    assert asyncio.run(scenario())["y"][0, 0] == 6
