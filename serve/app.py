@@ -20,6 +20,8 @@ from starlette.exceptions import HTTPException
 
 from serve.batcher import BatchError, Batcher, DeadlineExceeded, QueueFull
 from serve.cache import ResultCache, cache_key
+from serve.coalesce import Coalescer
+from serve.guards import check_bearer_token, check_element_count, read_body
 from serve.metrics import ServeMetrics
 from serve.model import OnnxModel
 from serve.protocol import (
@@ -90,12 +92,17 @@ _INFER_BODY = {"requestBody": {"required": True, "content": {JSON: {"schema": In
 class ModelServer:
     """Serves one artifact: cache, then dynamic batcher, then onnxruntime."""
 
-    def __init__(self, artifact_dir: str, settings: ServeSettings) -> None:
+    def __init__(self, artifact_dir: str, settings: ServeSettings, versions: "list[str] | None" = None) -> None:
         self._model = OnnxModel(Path(artifact_dir), settings.intra_op_threads)
+        self._versions = versions or [self._model.manifest.version]
+        self._token = settings.auth_token.get_secret_value() if settings.auth_token else None
+        self._max_body_bytes = settings.max_body_bytes
+        self._max_elements = settings.max_elements
         self._manifest = self._model.manifest
-        self._metrics = ServeMetrics(self._manifest.name)
+        self._metrics = ServeMetrics(self._manifest.name, self._manifest.version)
         config = settings.runtime_config
-        self._cache = ResultCache(config.cache_max_bytes)
+        self._cache = ResultCache(config.cache_max_bytes, config.cache_ttl_s)
+        self._coalescer = Coalescer()
         self._arriving = 0  # requests received whose inputs are not yet queued for the batcher
         self._config = config
         self._batcher = Batcher(
@@ -107,7 +114,7 @@ class ModelServer:
         """Ray Serve calls this with the deployment's `user_config`: batching and cache change live."""
         config = RuntimeConfig.model_validate(user_config)
         self._batcher.configure(config.max_batch_size, config.max_wait_ms / 1000, config.max_queue_size)
-        self._cache.resize(config.cache_max_bytes)
+        self._cache.resize(config.cache_max_bytes, config.cache_ttl_s)
         self._config = config
 
     @model_api.post("/infer", openapi_extra=_INFER_BODY)
@@ -119,12 +126,13 @@ class ModelServer:
         return await self._answer(request, version)
 
     @model_api.get("/")
-    async def metadata(self) -> Response:
-        return json_response(model_metadata(self._manifest))
+    async def metadata(self, request: Request) -> Response:
+        return self._unauthorized(request) or json_response(model_metadata(self._manifest, self._versions))
 
     @model_api.get("/versions/{version}")
-    async def metadata_version(self, version: str) -> Response:
-        return self._unknown_version(version) or json_response(model_metadata(self._manifest))
+    async def metadata_version(self, version: str, request: Request) -> Response:
+        return (self._unauthorized(request) or self._unknown_version(version)
+                or json_response(model_metadata(self._manifest, self._versions)))
 
     @model_api.get("/ready")
     async def ready(self) -> Response:
@@ -137,6 +145,7 @@ class ModelServer:
     async def _answer(self, request: Request, version: str | None) -> Response:
         started = time.monotonic()
         try:
+            check_bearer_token(request.headers.get("authorization"), self._token)
             response = self._unknown_version(version) or await self._infer(request, started)
         except ProtocolError as error:
             response = error_response(error.status, error.message, error.headers)
@@ -149,7 +158,8 @@ class ModelServer:
         """Parse and check the request; returns it, its input arrays, outputs asked for and its deadline."""
         self._arriving += 1
         try:
-            parsed = parse_request(await request.body())
+            parsed = parse_request(await read_body(request, self._max_body_bytes))
+            check_element_count(parsed, self._max_elements)
             timeout_s = requested_timeout_ms(parsed, self._config.request_timeout_ms) / 1000
             inputs = decode_inputs(parsed, self._manifest)
             return parsed, inputs, requested_outputs(parsed, self._manifest), started + timeout_s
@@ -158,33 +168,52 @@ class ModelServer:
 
     async def _infer(self, http_request: Request, started: float) -> Response:
         request, inputs, outputs, deadline = await self._read_and_check(http_request, started)
-        caching = self._cache.max_bytes > 0
-        key = cache_key(self._manifest.sha256, self._manifest.version, inputs, outputs) if caching else b""
-        result = self._cache.get(key) if caching else None
-        if caching:
-            self._metrics.observe_cache(hit=result is not None)
-        if result is None:
-            computed = await self._compute(inputs, deadline)
-            result = {name: computed[name] for name in outputs}
-            if caching:
-                self._cache.put(key, result)
-        return Response(encode_response(self._manifest, request.id, result), media_type=JSON)
-
-    async def _compute(self, inputs, deadline: float) -> dict:
         try:
-            return await self._batcher.submit(inputs, deadline)
+            if self._cache.max_bytes > 0:
+                result = await self._cached(inputs, outputs, deadline)
+            else:
+                result = await self._compute(inputs, outputs, deadline)
         except QueueFull as error:
             raise ProtocolError(self._config.reject_status, f"server busy: {error}; retry after 1 s",
                                 {"Retry-After": "1"}) from None
         except DeadlineExceeded as error:
             raise ProtocolError(504, f"{error} (timeout {self._config.request_timeout_ms:g} ms unless "
                                      "parameters.timeout_ms says otherwise)") from None
+        return Response(encode_response(self._manifest, request.id, result), media_type=JSON)
+
+    async def _cached(self, inputs: dict, outputs: tuple[str, ...], deadline: float) -> dict:
+        """Cache, then identical requests in flight computed once, then the batcher."""
+        key = cache_key(self._manifest.sha256, self._manifest.version, inputs, outputs)
+        result = self._cache.get(key)
+        self._metrics.observe_cache(hit=result is not None)
+        if result is not None:
+            return result
+        result, coalesced = await self._coalescer.run(key, lambda: self._compute(inputs, outputs, deadline))
+        if coalesced:
+            self._metrics.observe_coalesced()
+        else:
+            evictions = self._cache.evictions
+            self._cache.put(key, result)
+            self._metrics.observe_cache_store(self._cache.bytes, self._cache.evictions - evictions)
+        return result
+
+    async def _compute(self, inputs: dict, outputs: tuple[str, ...], deadline: float) -> dict:
+        computed = await self._batcher.submit(inputs, deadline)
+        return {name: computed[name] for name in outputs}
+
+    def _unauthorized(self, request: Request) -> "Response | None":
+        try:
+            check_bearer_token(request.headers.get("authorization"), self._token)
+        except ProtocolError as error:
+            return error_response(error.status, error.message, error.headers)
+        return None
 
     def _unknown_version(self, version: "str | None") -> "Response | None":
         if version is None or version == self._manifest.version:
             return None
         return error_response(
-            404, f"model {self._manifest.name!r} has no version {version!r}; expected {self._manifest.version!r}"
+            404, f"model {self._manifest.name!r} has no version {version!r}; versions served: "
+                 f"{', '.join(self._versions)}"
         )
 
 
@@ -197,8 +226,9 @@ READY_CACHE_S = 1.0
 class ServerRoot:
     """Server-wide KServe V2 routes; anything under /v2/models/ that reaches here is an unknown model."""
 
-    def __init__(self, model_apps: list[str]) -> None:
-        self._model_apps = model_apps
+    def __init__(self, models: list[str], apps: "list[str] | None" = None) -> None:
+        self._models = models
+        self._model_apps = apps or models  # one Serve application per model version
         self._ready = (0.0, False)
 
     @root_api.get("/v2/health/live")
@@ -217,7 +247,7 @@ class ServerRoot:
     @root_api.api_route("/v2/models/{name}", methods=["GET", "POST"])
     @root_api.api_route("/v2/models/{name}/{rest:path}", methods=["GET", "POST"])
     async def unknown_model(self, name: str) -> Response:
-        available = ", ".join(self._model_apps) or "none"
+        available = ", ".join(self._models) or "none"
         return error_response(404, f"unknown model {name!r}; available models: {available}")
 
     async def _all_models_running(self) -> bool:

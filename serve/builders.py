@@ -20,38 +20,49 @@ from serve.app import ModelServer, ServerRoot
 from serve.settings import ServeSettings
 
 
-def deployment_name(model: str) -> str:
-    return f"model-{model}"
+def deployment_name(app_name: str) -> str:
+    return f"model-{app_name}"
 
 
-def build_model_app(artifact_dir: Path, settings: ServeSettings) -> Application:
+def build_model_app(
+    artifact_dir: Path, settings: ServeSettings, versions: tuple[str, ...] | None = None, app_name: str | None = None
+) -> Application:
+    """One model version's application; `versions` lists all served versions of the model, newest first."""
     manifest, _ = load_verified(artifact_dir)
     return ModelServer.options(
-        name=deployment_name(manifest.name),
+        name=deployment_name(app_name or manifest.name),
         num_replicas=settings.replicas,
         max_ongoing_requests=settings.replica_concurrency,
         ray_actor_options={"num_cpus": settings.replica_cpus},
         logging_config={"enable_access_log": settings.access_log},
         user_config=settings.runtime_config.model_dump(),
-    ).bind(str(Path(artifact_dir).resolve()), settings)
+    ).bind(str(Path(artifact_dir).resolve()), settings, list(versions or [manifest.version]))
 
 
 class ModelAppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     artifact_dir: Path = Field(description="artifact directory (model.onnx + manifest.json) on every node")
+    versions: list[str] | None = Field(
+        None, description="every served version of this model, newest first (for metadata and 404 messages)"
+    )
 
 
 class RootAppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    models: list[str] = Field(description="names of the model applications, for readiness and 404 messages")
+    models: list[str] = Field(description="names of the models served, for 404 messages")
+    apps: list[str] | None = Field(
+        None, description="Serve applications that must run for /v2/health/ready (default: one per model)"
+    )
 
 
 def model_app(args: dict | ModelAppArgs) -> Application:
     """Config-file builder for one model; other settings come from OPTISERVE_* variables."""
-    return build_model_app(ModelAppArgs.model_validate(args).artifact_dir, ServeSettings())
+    parsed = ModelAppArgs.model_validate(args)
+    return build_model_app(parsed.artifact_dir, ServeSettings(), tuple(parsed.versions or ()) or None)
 
 
 def root_app(args: dict | RootAppArgs) -> Application:
-    return ServerRoot.bind(RootAppArgs.model_validate(args).models)
+    parsed = RootAppArgs.model_validate(args)
+    return ServerRoot.bind(parsed.models, parsed.apps)

@@ -1,4 +1,4 @@
-"""An in-process LRU cache of inference results with a byte budget.
+"""An in-process LRU cache of inference results with a byte budget and an optional TTL.
 
 The key covers everything that determines the answer: the model's sha256 and
 version, each input tensor's name, datatype, shape and bytes, and the outputs
@@ -8,6 +8,7 @@ asked for. The request `id` is deliberately not part of it.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
 from typing import Iterable
 
@@ -36,24 +37,37 @@ def _update_framed(digest, data: bytes) -> None:
 
 
 class ResultCache:
-    """LRU over results; evicts least recently used entries beyond `max_bytes`."""
+    """LRU over results; evicts least recently used entries beyond `max_bytes`.
 
-    def __init__(self, max_bytes: int) -> None:
+    With `ttl_s`, an entry older than that is never returned. `evictions`
+    counts entries dropped for room or age.
+    """
+
+    def __init__(self, max_bytes: int, ttl_s: float | None = None, clock=time.monotonic) -> None:
         self.bytes = 0
-        self._entries: OrderedDict[bytes, tuple[Result, int]] = OrderedDict()
-        self.resize(max_bytes)
+        self.evictions = 0
+        self._clock = clock
+        self._entries: OrderedDict[bytes, tuple[Result, int, float]] = OrderedDict()
+        self.resize(max_bytes, ttl_s)
 
-    def resize(self, max_bytes: int) -> None:
-        """Change the budget, evicting least recently used entries beyond it."""
+    def resize(self, max_bytes: int, ttl_s: float | None = None) -> None:
+        """Change the budget and TTL, evicting least recently used entries beyond the budget."""
         if max_bytes < 0:
             raise ValueError(f"max_bytes: expected >= 0, got {max_bytes}")
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValueError(f"ttl_s: expected > 0 or None, got {ttl_s}")
         self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
         self._evict()
 
     def _evict(self) -> None:
         while self.bytes > self.max_bytes:
-            _, (_, evicted_size) = self._entries.popitem(last=False)
-            self.bytes -= evicted_size
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: bytes) -> None:
+        _, size, _ = self._entries.pop(key)
+        self.bytes -= size
+        self.evictions += 1
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -61,6 +75,9 @@ class ResultCache:
     def get(self, key: bytes) -> Result | None:
         entry = self._entries.get(key)
         if entry is None:
+            return None
+        if self.ttl_s is not None and self._clock() - entry[2] > self.ttl_s:
+            self._drop(key)
             return None
         self._entries.move_to_end(key)
         return entry[0]
@@ -75,6 +92,6 @@ class ResultCache:
         stored = {name: np.array(array, copy=True) for name, array in result.items()}
         for array in stored.values():
             array.setflags(write=False)
-        self._entries[key] = (stored, size)
+        self._entries[key] = (stored, size, self._clock())
         self.bytes += size
         self._evict()

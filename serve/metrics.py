@@ -19,41 +19,50 @@ STAGE_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 class ServeMetrics:
     """The server's metrics for one model; create it inside the replica process."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, version: str) -> None:
         from ray.util import metrics
 
-        tags = {"model": model}
+        tags = {"model": model, "version": version}
         self.requests = metrics.Counter(
             "optiserve_requests", "Inference requests answered, by model and HTTP status.",
-            tag_keys=("model", "status"),
+            tag_keys=("model", "version", "status"),
         )
         self.requests.set_default_tags(tags)
         self.latency = metrics.Histogram(
             "optiserve_request_latency_seconds", "Time from request received to response ready.",
-            boundaries=LATENCY_BUCKETS_S, tag_keys=("model",),
+            boundaries=LATENCY_BUCKETS_S, tag_keys=("model", "version"),
         )
         self.batch_size = metrics.Histogram(
             "optiserve_batch_size", "Rows per model call formed by the dynamic batcher.",
-            boundaries=BATCH_SIZE_BUCKETS, tag_keys=("model",),
+            boundaries=BATCH_SIZE_BUCKETS, tag_keys=("model", "version"),
         )
         self.queue_time = metrics.Histogram(
             "optiserve_queue_seconds", "Time a request waited in the batcher's queue before its model call.",
-            boundaries=STAGE_BUCKETS_S, tag_keys=("model",),
+            boundaries=STAGE_BUCKETS_S, tag_keys=("model", "version"),
         )
         self.compute_time = metrics.Histogram(
             "optiserve_compute_seconds", "Time of one batched model call.",
-            boundaries=STAGE_BUCKETS_S, tag_keys=("model",),
+            boundaries=STAGE_BUCKETS_S, tag_keys=("model", "version"),
         )
         self.queue_depth = metrics.Gauge(
-            "optiserve_queue_depth", "Requests waiting in the batcher's queue (per replica).", tag_keys=("model",),
+            "optiserve_queue_depth", "Requests waiting in the batcher's queue (per replica).", tag_keys=("model", "version"),
         )
         self.rows = metrics.Counter(
             "optiserve_inference_rows", "Rows the model computed (exact; Ray approximates histogram sums).",
-            tag_keys=("model",),
+            tag_keys=("model", "version"),
         )
-        self.cache_hits = metrics.Counter("optiserve_cache_hits", "Result cache hits.", tag_keys=("model",))
-        self.cache_misses = metrics.Counter("optiserve_cache_misses", "Result cache misses.", tag_keys=("model",))
-        for metric in (self.latency, self.batch_size, self.queue_time, self.compute_time, self.queue_depth, self.rows, self.cache_hits, self.cache_misses):
+        self.cache_hits = metrics.Counter("optiserve_cache_hits", "Result cache hits.", tag_keys=("model", "version"))
+        self.cache_misses = metrics.Counter("optiserve_cache_misses", "Result cache misses.", tag_keys=("model", "version"))
+        self.cache_evictions = metrics.Counter(
+            "optiserve_cache_evictions", "Cached results dropped for room or age.", tag_keys=("model", "version")
+        )
+        self.cache_bytes = metrics.Gauge("optiserve_cache_bytes", "Bytes held by the result cache (per replica).",
+                                         tag_keys=("model", "version"))
+        self.coalesced = metrics.Counter(
+            "optiserve_coalesced_requests", "Requests answered by an identical request's computation in flight.",
+            tag_keys=("model", "version"),
+        )
+        for metric in (self.cache_evictions, self.cache_bytes, self.coalesced, self.latency, self.batch_size, self.queue_time, self.compute_time, self.queue_depth, self.rows, self.cache_hits, self.cache_misses):
             metric.set_default_tags(tags)
 
     def observe_request(self, status: int, seconds: float) -> None:
@@ -70,3 +79,11 @@ class ServeMetrics:
 
     def observe_cache(self, hit: bool) -> None:
         (self.cache_hits if hit else self.cache_misses).inc(1)
+
+    def observe_cache_store(self, cached_bytes: int, evicted: int) -> None:
+        self.cache_bytes.set(cached_bytes)
+        if evicted:
+            self.cache_evictions.inc(evicted)
+
+    def observe_coalesced(self) -> None:
+        self.coalesced.inc(1)

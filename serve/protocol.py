@@ -160,13 +160,13 @@ def encode_response(manifest: Manifest, request_id: str | None, outputs: dict[st
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def model_metadata(manifest: Manifest) -> dict[str, Any]:
+def model_metadata(manifest: Manifest, versions: list[str]) -> dict[str, Any]:
     def tensors(specs):
         return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
 
     return {
         "name": manifest.name,
-        "versions": [manifest.version],
+        "versions": versions,
         "platform": "onnxruntime_onnx",
         "inputs": tensors(manifest.inputs),
         "outputs": tensors(manifest.outputs),

@@ -8,23 +8,9 @@ import signal
 import threading
 from pathlib import Path
 
-from optimize.manifest import Manifest, load_verified
+from serve.repository import RESERVED_NAME, ServedVersion, load_repository
 from serve.settings import ServeSettings
-
-ROOT_APP = "optiserve"
 log = logging.getLogger("optiserve.serve")
-
-
-def verify_artifacts(artifact_dirs: list[Path]) -> list[Manifest]:
-    """Check every artifact before Ray starts, so a bad one fails fast (ArtifactError)."""
-    manifests = [load_verified(Path(d))[0] for d in artifact_dirs]
-    names = [m.name for m in manifests]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"artifacts: expected one artifact per model name, got several for {', '.join(duplicates)}")
-    if ROOT_APP in names:
-        raise ValueError(f"artifacts: the model name {ROOT_APP!r} is reserved for the server itself")
-    return manifests
 
 
 def ray_serve_environment(settings: ServeSettings) -> dict[str, str]:
@@ -46,9 +32,12 @@ def ray_serve_environment(settings: ServeSettings) -> dict[str, str]:
 
 
 def start(
-    artifact_dirs: list[Path], settings: ServeSettings, stop_requested: threading.Event | None = None
-) -> list[Manifest]:
-    """Start Ray (embedded, local) and deploy one Serve app per artifact plus the root app.
+    paths: list[Path], settings: ServeSettings, stop_requested: threading.Event | None = None
+) -> list[ServedVersion]:
+    """Start Ray (embedded, local) and deploy one Serve app per model version plus the root app.
+
+    `paths` are artifact directories or repositories of them; every artifact is
+    verified (sha256) before Ray starts, so a bad one fails fast.
 
     With `stop_requested`, SIGINT and SIGTERM set it from the moment Ray is up
     (ray.init installs handlers of its own, which would exit at once).
@@ -58,7 +47,7 @@ def start(
 
     from serve.builders import RootAppArgs, build_model_app, root_app
 
-    manifests = verify_artifacts(artifact_dirs)
+    served = load_repository(paths)
     os.environ.update(ray_serve_environment(settings))
     ray.init(
         _metrics_export_port=settings.metrics_port,
@@ -70,11 +59,26 @@ def start(
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop_requested.set())
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    for manifest, artifact_dir in zip(manifests, artifact_dirs):
-        serve.run(build_model_app(Path(artifact_dir), settings), name=manifest.name,
-                  route_prefix=f"/v2/models/{manifest.name}")
-    serve.run(root_app(RootAppArgs(models=[m.name for m in manifests])), name=ROOT_APP, route_prefix="/")
-    return manifests
+    settings = _fit_replicas_to_cpus(settings, replicas=len(served) * settings.replicas)
+    for version in served:
+        serve.run(build_model_app(version.artifact_dir, settings, version.all_versions, version.app_name),
+                  name=version.app_name, route_prefix=version.route_prefix)
+    models = sorted({version.manifest.name for version in served})
+    apps = [version.app_name for version in served]
+    serve.run(root_app(RootAppArgs(models=models, apps=apps)), name=RESERVED_NAME, route_prefix="/")
+    return served
+
+
+def _fit_replicas_to_cpus(settings: ServeSettings, replicas: int) -> ServeSettings:
+    """On one machine every replica must fit: shrink each replica's CPU reservation if they would not."""
+    import ray
+
+    fit = ray.cluster_resources().get("CPU", 1) / replicas
+    if settings.replica_cpus <= fit:
+        return settings
+    print(f"optiserve: {replicas} replicas x {settings.replica_cpus} CPU exceed this machine's CPUs; "
+          f"reserving {fit:.2f} CPU each", flush=True)
+    return settings.model_copy(update={"replica_cpus": fit})
 
 
 def stop() -> None:
@@ -85,11 +89,11 @@ def stop() -> None:
     ray.shutdown()
 
 
-def serve_until_signalled(artifact_dirs: list[Path], settings: ServeSettings) -> None:
+def serve_until_signalled(paths: list[Path], settings: ServeSettings) -> None:
     """Run the server in the foreground until SIGINT or SIGTERM, then stop it cleanly."""
     stop_requested = threading.Event()
-    manifests = start(artifact_dirs, settings, stop_requested)
-    models = ", ".join(f"{m.name} v{m.version}" for m in manifests)
+    served = start(paths, settings, stop_requested)
+    models = ", ".join(f"{v.manifest.name} v{v.manifest.version}" for v in served)
     print(f"optiserve: serving {models} on http://{settings.host}:{settings.port}/v2 "
           f"({settings.ingress} ingress); metrics on http://127.0.0.1:{settings.metrics_port}/metrics", flush=True)
     stop_requested.wait()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,7 @@ class RuntimeConfig(BaseModel):
         description="longest a request waits for others to join its batch (only while more are arriving)",
     )
     cache_max_bytes: int = Field(64 << 20, ge=0, description="result cache budget per replica; 0 disables it")
+    cache_ttl_s: float | None = Field(None, gt=0, description="forget cached results older than this; None keeps them")
     max_queue_size: int = Field(
         96, ge=1, description="requests waiting in a replica's batcher before new ones are rejected (back-pressure)"
     )
@@ -59,6 +60,7 @@ class ServeSettings(BaseSettings):
         0, ge=0, description="Ray Serve's per-replica concurrency cap; 0 means 4 x max_batch_size"
     )
     cache_max_bytes: int = RuntimeConfig.model_fields["cache_max_bytes"]
+    cache_ttl_s: float | None = RuntimeConfig.model_fields["cache_ttl_s"]
     max_queue_size: int = RuntimeConfig.model_fields["max_queue_size"]
     request_timeout_ms: float = RuntimeConfig.model_fields["request_timeout_ms"]
     reject_status: Literal[503, 429] = RuntimeConfig.model_fields["reject_status"]
@@ -70,6 +72,11 @@ class ServeSettings(BaseSettings):
         default_factory=lambda: min(4, max(1, (os.cpu_count() or 2) // 2)),
         ge=1, description="HAProxy worker threads (default: half the cores, 1 to 4)",
     )
+    auth_token: SecretStr | None = Field(
+        None, description="if set, inference and model metadata routes need 'Authorization: Bearer <token>'"
+    )
+    max_body_bytes: int = Field(32 << 20, ge=1024, description="largest request body; larger ones get 413")
+    max_elements: int = Field(1 << 23, ge=1, description="most tensor elements one request may declare (413 above)")
     access_log: bool = Field(False, description="log every request in the replica logs (costs throughput)")
     metrics_report_interval_ms: int = Field(
         2000, ge=100, description="how often replicas push metrics to Ray's metrics agent"

@@ -29,6 +29,6 @@ def test_serve_refuses_settings_that_keep_batches_small(digits_artifact, monkeyp
     assert "max_ongoing_requests must be at least max_batch_size" in result.stderr
 
 
-def test_serve_refuses_a_directory_without_a_manifest(tmp_path):
+def test_serve_refuses_a_directory_without_artifacts(tmp_path):
     result = run_cli("serve", str(tmp_path))
-    assert result.returncode == 2 and "expected an artifact directory with manifest.json" in result.stderr
+    assert result.returncode == 2 and "expected an artifact directory (manifest.json) or a repository" in result.stderr

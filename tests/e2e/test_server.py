@@ -128,6 +128,23 @@ def test_a_repeated_request_is_a_cache_hit(server, held_out):
     assert hits - hits_before >= 8 and 1 <= misses - misses_before <= 2
 
 
+def test_identical_concurrent_requests_are_computed_once_per_replica(server):
+    """Cache plus coalescing: 40 identical requests at once cost at most one model row per replica."""
+    rows_before = server.settled_total("ray_optiserve_inference_rows_total", model="digits")
+    coalesced_before = server.metric_total("ray_optiserve_coalesced_requests_total", model="digits")
+    hits_before = server.metric_total("ray_optiserve_cache_hits_total", model="digits")
+    body = infer_body(np.full((1, 64), 0.123, dtype=np.float32))
+    answers = post_all(f"{server.url}{MODEL_URL}/infer", [body] * 40, concurrency=40)
+    assert all(status == 200 for status, _ in answers)
+    assert len({json.dumps(answer["outputs"]) for _, answer in answers}) == 1
+    server.wait_for_metric("ray_optiserve_inference_rows_total", rows_before + 1, model="digits")
+    rows = server.settled_total("ray_optiserve_inference_rows_total", model="digits") - rows_before
+    coalesced = server.metric_total("ray_optiserve_coalesced_requests_total", model="digits") - coalesced_before
+    hits = server.metric_total("ray_optiserve_cache_hits_total", model="digits") - hits_before
+    assert 1 <= rows <= 2, f"{rows} rows computed for one distinct input on 2 replicas"
+    assert rows + coalesced + hits == 40
+
+
 def test_request_counts_add_up_across_replicas(server, held_out):
     """A scrape must show every replica's count, whichever replica answered."""
     before = server.settled_total("ray_optiserve_requests_total", model="digits", status="200")

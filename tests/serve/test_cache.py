@@ -100,3 +100,26 @@ def test_shrinking_the_budget_evicts_oldest_first():
     assert cache.get(b"a") is None and cache.get(b"b") is not None and cache.get(b"c") is not None
     cache.resize(0)
     assert len(cache) == 0 and cache.bytes == 0
+
+
+def test_entries_older_than_the_ttl_are_not_returned():
+    now = [100.0]
+    cache = ResultCache(max_bytes=10_000, ttl_s=5.0, clock=lambda: now[0])
+    cache.put(b"k", result(4))
+    now[0] = 104.0
+    assert cache.get(b"k") is not None
+    now[0] = 106.0
+    assert cache.get(b"k") is None
+    assert len(cache) == 0 and cache.bytes == 0 and cache.evictions == 1
+
+
+def test_evictions_are_counted():
+    cache = ResultCache(max_bytes=2 * (400 + 2))
+    for key in (b"k1", b"k2", b"k3", b"k4"):
+        cache.put(key, result(100))
+    assert cache.evictions == 2 and len(cache) == 2
+
+
+def test_a_non_positive_ttl_is_refused():
+    with pytest.raises(ValueError, match="ttl_s: expected > 0"):
+        ResultCache(100, ttl_s=0)

@@ -1,0 +1,46 @@
+"""Request guards that run before any parsing: bearer-token auth and size limits."""
+
+from __future__ import annotations
+
+import hmac
+import math
+
+from starlette.requests import Request
+
+from serve.protocol import InferenceRequest, ProtocolError
+
+
+def check_bearer_token(authorization: str | None, token: str | None) -> None:
+    """Raise 401 unless `Authorization: Bearer <token>` matches (constant-time); no token set means open."""
+    if token is None:
+        return
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise ProtocolError(401, "expected header 'Authorization: Bearer <token>' with this server's token",
+                            {"WWW-Authenticate": 'Bearer realm="optiserve"'})
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `max_bytes`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise ProtocolError(413, f"request body of {int(declared)} bytes exceeds the limit of {max_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ProtocolError(413, f"request body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_element_count(request: InferenceRequest, max_elements: int) -> None:
+    """Refuse with 413 a request whose declared tensor shapes add up to more than `max_elements` values."""
+    total = 0
+    for tensor in request.inputs:
+        if any(size < 0 for size in tensor.shape):
+            continue  # a negative size is a shape error, reported with the expected shape later
+        total += math.prod(tensor.shape)
+        if total > max_elements:
+            raise ProtocolError(413, f"input {tensor.name!r}: shape {tensor.shape} brings the request to more than "
+                                     f"{max_elements} elements, the limit per request")

@@ -1,0 +1,63 @@
+import asyncio
+import json
+
+import pytest
+from starlette.requests import Request
+
+from serve.guards import check_bearer_token, check_element_count, read_body
+from serve.protocol import ProtocolError, parse_request
+
+
+def test_no_token_configured_means_open():
+    check_bearer_token(None, None)
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer wrong", "Basic secret", "secret", "Bearer secre"])
+def test_a_missing_or_wrong_token_is_401_with_a_challenge(header):
+    with pytest.raises(ProtocolError) as caught:
+        check_bearer_token(header, "secret")
+    assert caught.value.status == 401 and "WWW-Authenticate" in caught.value.headers
+
+
+def test_the_right_token_passes_whatever_the_scheme_case():
+    check_bearer_token("Bearer secret", "secret")
+    check_bearer_token("bearer secret", "secret")
+
+
+def fake_request(body: bytes, content_length: str | None) -> Request:
+    headers = [(b"content-length", content_length.encode())] if content_length is not None else []
+    chunks = [body[i : i + 10] for i in range(0, len(body), 10)] or [b""]
+
+    async def receive():
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    return Request({"type": "http", "method": "POST", "headers": headers, "path": "/"}, receive)
+
+
+def test_a_body_within_the_limit_is_read_whole():
+    assert asyncio.run(read_body(fake_request(b"x" * 95, "95"), max_bytes=100)) == b"x" * 95
+
+
+@pytest.mark.parametrize("declared", ["1000", None, "5"])  # honest, absent, and lying Content-Length
+def test_a_body_over_the_limit_is_413_whatever_content_length_says(declared):
+    with pytest.raises(ProtocolError) as caught:
+        asyncio.run(read_body(fake_request(b"x" * 1000, declared), max_bytes=100))
+    assert caught.value.status == 413 and "limit of 100 bytes" in caught.value.message
+
+
+def request_with_shapes(*shapes):
+    return parse_request(json.dumps({"inputs": [
+        {"name": f"t{i}", "shape": list(shape), "datatype": "FP32", "data": []} for i, shape in enumerate(shapes)]}))
+
+
+def test_element_count_adds_up_across_inputs():
+    check_element_count(request_with_shapes((10, 10)), max_elements=100)
+    with pytest.raises(ProtocolError) as caught:
+        check_element_count(request_with_shapes((10, 10), (1, 1)), max_elements=100)
+    assert caught.value.status == 413 and "more than 100 elements" in caught.value.message
+
+
+def test_a_huge_declared_shape_is_refused_before_any_data_is_converted():
+    with pytest.raises(ProtocolError, match="limit per request"):
+        check_element_count(request_with_shapes((10**12, 64)), max_elements=10**6)
