@@ -29,6 +29,7 @@ from serve.protocol import (
     requested_outputs, requested_timeout_ms,
 )
 from serve.settings import RuntimeConfig, ServeSettings
+from serve.shared_cache import RedisTier
 
 JSON = "application/json"
 
@@ -103,6 +104,11 @@ class ModelServer:
         config = settings.runtime_config
         self._cache = ResultCache(config.cache_max_bytes, config.cache_ttl_s)
         self._coalescer = Coalescer()
+        self._shared = (
+            RedisTier(settings.redis_url, settings.redis_timeout_ms / 1000, config.cache_ttl_s)
+            if settings.redis_url else None
+        )
+        self._background: set[asyncio.Task] = set()
         self._arriving = 0  # requests received whose inputs are not yet queued for the batcher
         self._config = config
         self._batcher = Batcher(
@@ -188,13 +194,28 @@ class ModelServer:
         self._metrics.observe_cache(hit=result is not None)
         if result is not None:
             return result
-        result, coalesced = await self._coalescer.run(key, lambda: self._compute(inputs, outputs, deadline))
+        result, coalesced = await self._coalescer.run(
+            key, lambda: self._shared_or_compute(key, inputs, outputs, deadline)
+        )
         if coalesced:
             self._metrics.observe_coalesced()
         else:
             evictions = self._cache.evictions
             self._cache.put(key, result)
             self._metrics.observe_cache_store(self._cache.bytes, self._cache.evictions - evictions)
+        return result
+
+    async def _shared_or_compute(self, key: bytes, inputs: dict, outputs: tuple[str, ...], deadline: float) -> dict:
+        if self._shared is None:
+            return await self._compute(inputs, outputs, deadline)
+        errors = self._shared.errors
+        result = await self._shared.get(key)
+        self._metrics.observe_shared(hit=result is not None, failed=self._shared.errors > errors)
+        if result is None:
+            result = await self._compute(inputs, outputs, deadline)
+            task = asyncio.get_running_loop().create_task(self._shared.put(key, result))
+            self._background.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._background.discard)
         return result
 
     async def _compute(self, inputs: dict, outputs: tuple[str, ...], deadline: float) -> dict:

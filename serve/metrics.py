@@ -62,7 +62,15 @@ class ServeMetrics:
             "optiserve_coalesced_requests", "Requests answered by an identical request's computation in flight.",
             tag_keys=("model", "version"),
         )
-        for metric in (self.cache_evictions, self.cache_bytes, self.coalesced, self.latency, self.batch_size, self.queue_time, self.compute_time, self.queue_depth, self.rows, self.cache_hits, self.cache_misses):
+        self.shared_hits = metrics.Counter(
+            "optiserve_cache_shared_hits", "Local cache misses answered by the shared (Redis) tier.",
+            tag_keys=("model", "version"),
+        )
+        self.shared_errors = metrics.Counter(
+            "optiserve_cache_shared_errors", "Shared-tier calls that failed or timed out (served as misses).",
+            tag_keys=("model", "version"),
+        )
+        for metric in (self.shared_hits, self.shared_errors, self.cache_evictions, self.cache_bytes, self.coalesced, self.latency, self.batch_size, self.queue_time, self.compute_time, self.queue_depth, self.rows, self.cache_hits, self.cache_misses):
             metric.set_default_tags(tags)
 
     def observe_request(self, status: int, seconds: float) -> None:
@@ -84,6 +92,12 @@ class ServeMetrics:
         self.cache_bytes.set(cached_bytes)
         if evicted:
             self.cache_evictions.inc(evicted)
+
+    def observe_shared(self, hit: bool, failed: bool) -> None:
+        if hit:
+            self.shared_hits.inc(1)
+        if failed:
+            self.shared_errors.inc(1)
 
     def observe_coalesced(self) -> None:
         self.coalesced.inc(1)

@@ -72,6 +72,12 @@ class ServeSettings(BaseSettings):
         default_factory=lambda: min(4, max(1, (os.cpu_count() or 2) // 2)),
         ge=1, description="HAProxy worker threads (default: half the cores, 1 to 4)",
     )
+    redis_url: str | None = Field(
+        None, description="shared cache tier, e.g. redis://127.0.0.1:6379/0; replicas then share results"
+    )
+    redis_timeout_ms: float = Field(
+        50, gt=0, le=5000, description="longest a shared-cache call may take before it counts as a miss"
+    )
     auth_token: SecretStr | None = Field(
         None, description="if set, inference and model metadata routes need 'Authorization: Bearer <token>'"
     )
