@@ -32,6 +32,7 @@ from serve.settings import RuntimeConfig, ServeSettings
 from serve.shared_cache import RedisTier
 
 JSON = "application/json"
+CACHE_HEADER = "X-Optiserve-Cache"  # hit, coalesced, miss, or off: where an answer came from
 
 
 def json_response(body: object, status: int = 200) -> Response:
@@ -157,7 +158,9 @@ class ModelServer:
             response = error_response(error.status, error.message, error.headers)
         except BatchError as error:  # a bug: the model failed on inputs that passed validation
             response = error_response(500, str(error))
-        self._metrics.observe_request(response.status_code, time.monotonic() - started)
+        self._metrics.observe_request(
+            response.status_code, time.monotonic() - started, response.headers.get(CACHE_HEADER, "none")
+        )
         return response
 
     async def _read_and_check(self, request: Request, started: float) -> tuple:
@@ -176,34 +179,38 @@ class ModelServer:
         request, inputs, outputs, deadline = await self._read_and_check(http_request, started)
         try:
             if self._cache.max_bytes > 0:
-                result = await self._cached(inputs, outputs, deadline)
+                result, cache = await self._cached(inputs, outputs, deadline)
             else:
-                result = await self._compute(inputs, outputs, deadline)
+                result, cache = await self._compute(inputs, outputs, deadline), "off"
         except QueueFull as error:
             raise ProtocolError(self._config.reject_status, f"server busy: {error}; retry after 1 s",
                                 {"Retry-After": "1"}) from None
         except DeadlineExceeded as error:
             raise ProtocolError(504, f"{error} (timeout {self._config.request_timeout_ms:g} ms unless "
                                      "parameters.timeout_ms says otherwise)") from None
-        return Response(encode_response(self._manifest, request.id, result), media_type=JSON)
+        return Response(encode_response(self._manifest, request.id, result), media_type=JSON,
+                        headers={CACHE_HEADER: cache})
 
-    async def _cached(self, inputs: dict, outputs: tuple[str, ...], deadline: float) -> dict:
-        """Cache, then identical requests in flight computed once, then the batcher."""
+    async def _cached(self, inputs: dict, outputs: tuple[str, ...], deadline: float) -> tuple[dict, str]:
+        """Cache, then identical requests in flight computed once, then the batcher.
+
+        Returns the result and where it came from: hit, coalesced or miss.
+        """
         key = cache_key(self._manifest.sha256, self._manifest.version, inputs, outputs)
         result = self._cache.get(key)
         self._metrics.observe_cache(hit=result is not None)
         if result is not None:
-            return result
+            return result, "hit"
         result, coalesced = await self._coalescer.run(
             key, lambda: self._shared_or_compute(key, inputs, outputs, deadline)
         )
         if coalesced:
             self._metrics.observe_coalesced()
-        else:
-            evictions = self._cache.evictions
-            self._cache.put(key, result)
-            self._metrics.observe_cache_store(self._cache.bytes, self._cache.evictions - evictions)
-        return result
+            return result, "coalesced"
+        evictions = self._cache.evictions
+        self._cache.put(key, result)
+        self._metrics.observe_cache_store(self._cache.bytes, self._cache.evictions - evictions)
+        return result, "miss"
 
     async def _shared_or_compute(self, key: bytes, inputs: dict, outputs: tuple[str, ...], deadline: float) -> dict:
         if self._shared is None:

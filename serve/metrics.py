@@ -11,7 +11,7 @@ buckets and `_count` are exact, and `optiserve_inference_rows` counts rows exact
 
 from __future__ import annotations
 
-LATENCY_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+LATENCY_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
 BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 STAGE_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]
 
@@ -29,8 +29,9 @@ class ServeMetrics:
         )
         self.requests.set_default_tags(tags)
         self.latency = metrics.Histogram(
-            "optiserve_request_latency_seconds", "Time from request received to response ready.",
-            boundaries=LATENCY_BUCKETS_S, tag_keys=("model", "version"),
+            "optiserve_request_latency_seconds",
+            "Time from request received to response ready, by where the answer came from (cache label).",
+            boundaries=LATENCY_BUCKETS_S, tag_keys=("model", "version", "cache"),
         )
         self.batch_size = metrics.Histogram(
             "optiserve_batch_size", "Rows per model call formed by the dynamic batcher.",
@@ -73,9 +74,9 @@ class ServeMetrics:
         for metric in (self.shared_hits, self.shared_errors, self.cache_evictions, self.cache_bytes, self.coalesced, self.latency, self.batch_size, self.queue_time, self.compute_time, self.queue_depth, self.rows, self.cache_hits, self.cache_misses):
             metric.set_default_tags(tags)
 
-    def observe_request(self, status: int, seconds: float) -> None:
+    def observe_request(self, status: int, seconds: float, cache: str) -> None:
         self.requests.inc(1, {"status": str(status)})
-        self.latency.observe(seconds)
+        self.latency.observe(seconds, {"cache": cache})
 
     def observe_batch(self, rows: int, queue_seconds: list[float], compute_seconds: float, queue_depth: int) -> None:
         self.batch_size.observe(rows)

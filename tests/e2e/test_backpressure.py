@@ -4,13 +4,11 @@
 import json
 from collections import Counter
 
-import aiohttp
-import asyncio
 import numpy as np
 import pytest
 
 from optiserve.local_server import start_server, stop_server
-from tests.e2e.test_server import infer_body, post_all
+from tests.e2e.test_server import infer_body, post_all, post_all_with_headers
 
 
 @pytest.fixture(scope="module")
@@ -22,27 +20,17 @@ def small_queue_server(digits_artifact, tmp_path_factory):
     assert stop_server(running) == 0, log.read_text()[-3000:]
 
 
-async def _post_with_headers(url, bodies, concurrency):
-    limit = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        async def post(body):
-            async with limit:
-                async with session.post(url, json=body) as response:
-                    return response.status, dict(response.headers), await response.json(content_type=None)
-        return await asyncio.gather(*(post(b) for b in bodies))
-
-
 def test_a_full_queue_answers_503_with_retry_after_and_serves_the_rest(small_queue_server):
     rows = np.random.default_rng(0).random((300, 64), dtype=np.float32)
     bodies = [infer_body(rows[i : i + 1], request_id=str(i)) for i in range(len(rows))]
-    answers = asyncio.run(_post_with_headers(f"{small_queue_server.url}/v2/models/digits/infer", bodies, 64))
+    answers = post_all_with_headers(f"{small_queue_server.url}/v2/models/digits/infer", bodies, 64)
     statuses = Counter(status for status, _, _ in answers)
     assert len(answers) == 300 and set(statuses) <= {200, 503}, statuses
     assert statuses[503] > 0, f"64 clients against a queue of 1 never saw back-pressure: {statuses}"
     assert statuses[200] > 0
     for status, headers, answer in answers:
         if status == 503:
-            assert headers.get("Retry-After") == "1" and "server busy" in answer["error"]
+            assert {k.lower(): v for k, v in headers.items()}.get("retry-after") == "1" and "server busy" in answer["error"]
         else:
             assert answer["outputs"][0]["shape"] == [1, 10]
 

@@ -38,6 +38,18 @@ def post_all(url, bodies, concurrency=16):
     return asyncio.run(_post_all(url, bodies, concurrency))
 
 
+def post_all_with_headers(url, bodies, concurrency=16) -> list[tuple[int, dict, dict]]:
+    async def run():
+        limit = asyncio.Semaphore(concurrency)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            async def post(body):
+                async with limit:
+                    async with session.post(url, json=body) as response:
+                        return response.status, dict(response.headers), await response.json(content_type=None)
+            return await asyncio.gather(*(post(b) for b in bodies))
+    return asyncio.run(run())
+
+
 def get(url):
     async def fetch():
         async with aiohttp.ClientSession() as session:
@@ -120,8 +132,10 @@ def test_a_repeated_request_is_a_cache_hit(server, held_out):
     row = held_out[0][:1] + 0.5  # not sent by any other test
     # Different ids, same tensors: the id is not part of the key. Two replicas: at most one miss each.
     bodies = [infer_body(row, request_id=f"again-{i}") for i in range(10)]
-    answers = post_all(f"{server.url}{MODEL_URL}/infer", bodies, concurrency=1)
-    assert len({json.dumps(a["outputs"]) for _, a in answers}) == 1
+    answers = post_all_with_headers(f"{server.url}{MODEL_URL}/infer", bodies, concurrency=1)
+    assert len({json.dumps(a["outputs"]) for _, _, a in answers}) == 1
+    sources = [{k.lower(): v for k, v in headers.items()}["x-optiserve-cache"] for _, headers, _ in answers]
+    assert sources[0] == "miss" and sources.count("hit") >= 8
     server.wait_for_metric("ray_optiserve_cache_hits_total", hits_before + 8, model="digits")
     hits = server.settled_total("ray_optiserve_cache_hits_total", model="digits")
     misses = server.metric_total("ray_optiserve_cache_misses_total", model="digits")
