@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from ray import serve
 from starlette.exceptions import HTTPException
 
+from serve.binary import HEADER_LENGTH, binary_inputs, binary_outputs, split_body
 from serve.batcher import BatchError, Batcher, DeadlineExceeded, QueueFull
 from serve.cache import ResultCache, cache_key
 from serve.coalesce import Coalescer
@@ -167,10 +168,12 @@ class ModelServer:
         """Parse and check the request; returns it, its input arrays, outputs asked for and its deadline."""
         self._arriving += 1
         try:
-            parsed = parse_request(await read_body(request, self._max_body_bytes))
+            body = await read_body(request, self._max_body_bytes)
+            header, tail = split_body(body, request.headers.get(HEADER_LENGTH))
+            parsed = parse_request(header)
             check_element_count(parsed, self._max_elements)
             timeout_s = requested_timeout_ms(parsed, self._config.request_timeout_ms) / 1000
-            inputs = decode_inputs(parsed, self._manifest)
+            inputs = decode_inputs(parsed, self._manifest, binary_inputs(parsed, tail))
             return parsed, inputs, requested_outputs(parsed, self._manifest), started + timeout_s
         finally:
             self._arriving -= 1
@@ -188,8 +191,11 @@ class ModelServer:
         except DeadlineExceeded as error:
             raise ProtocolError(504, f"{error} (timeout {self._config.request_timeout_ms:g} ms unless "
                                      "parameters.timeout_ms says otherwise)") from None
-        return Response(encode_response(self._manifest, request.id, result), media_type=JSON,
-                        headers={CACHE_HEADER: cache})
+        body, header_length = encode_response(self._manifest, request.id, result, binary_outputs(request, outputs))
+        if header_length is None:
+            return Response(body, media_type=JSON, headers={CACHE_HEADER: cache})
+        return Response(body, media_type="application/octet-stream",
+                        headers={CACHE_HEADER: cache, HEADER_LENGTH: str(header_length)})
 
     async def _cached(self, inputs: dict, outputs: tuple[str, ...], deadline: float) -> tuple[dict, str]:
         """Cache, then identical requests in flight computed once, then the batcher.

@@ -37,7 +37,7 @@ class RequestInput(BaseModel):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    data: list[Any] | None = Field(None, description="flat or nested values; absent with binary_data_size")
 
 
 class RequestOutput(BaseModel):
@@ -69,8 +69,14 @@ def _first_problem(error: ValidationError) -> str:
     return f"{where}: {problem['msg']}; expected {{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}]}}"
 
 
-def decode_inputs(request: InferenceRequest, manifest: Manifest) -> dict[str, np.ndarray]:
-    """Turn request inputs into arrays, checking each against the manifest's input specs."""
+def decode_inputs(
+    request: InferenceRequest, manifest: Manifest, raw: dict[str, bytes] | None = None
+) -> dict[str, np.ndarray]:
+    """Turn request inputs into arrays, checking each against the manifest's input specs.
+
+    `raw` holds the bytes of inputs sent as binary data (serve.binary).
+    """
+    raw = raw or {}
     specs = {spec.name: spec for spec in manifest.inputs}
     arrays: dict[str, np.ndarray] = {}
     for tensor in request.inputs:
@@ -80,7 +86,7 @@ def decode_inputs(request: InferenceRequest, manifest: Manifest) -> dict[str, np
                                      f"expected inputs: {', '.join(specs)}")
         if tensor.name in arrays:
             raise ProtocolError(400, f"input {tensor.name!r}: given more than once")
-        arrays[tensor.name] = _decode_tensor(tensor, spec)
+        arrays[tensor.name] = _decode_tensor(tensor, spec, raw.get(tensor.name))
     missing = [name for name in specs if name not in arrays]
     if missing:
         raise ProtocolError(400, f"missing input(s) {', '.join(missing)}; expected inputs: {', '.join(specs)}")
@@ -114,7 +120,7 @@ def requested_outputs(request: InferenceRequest, manifest: Manifest) -> tuple[st
     return names
 
 
-def _decode_tensor(tensor: RequestInput, spec: TensorSpec) -> np.ndarray:
+def _decode_tensor(tensor: RequestInput, spec: TensorSpec, raw: bytes | None) -> np.ndarray:
     where = f"input {tensor.name!r}"
     if tensor.datatype != spec.datatype:
         raise ProtocolError(400, f"{where}: expected datatype {spec.datatype}, got {tensor.datatype}")
@@ -123,11 +129,18 @@ def _decode_tensor(tensor: RequestInput, spec: TensorSpec) -> np.ndarray:
     if spec.datatype not in NUMPY_DTYPES:
         raise ProtocolError(400, f"{where}: datatype {spec.datatype} is not supported by this server yet")
     expected_count = math.prod(tensor.shape)
+    target = np.dtype(NUMPY_DTYPES[spec.datatype])
+    if raw is not None:
+        if len(raw) != expected_count * target.itemsize:
+            raise ProtocolError(400, f"{where}: shape {list(tensor.shape)} of {spec.datatype} needs "
+                                     f"{expected_count * target.itemsize} binary bytes, got {len(raw)}")
+        return np.frombuffer(raw, dtype=target.newbyteorder("<")).astype(target).reshape(tensor.shape)
+    if tensor.data is None:
+        raise ProtocolError(400, f"{where}: expected 'data', or parameters.binary_data_size with binary data")
     try:
         values = np.asarray(tensor.data)
     except ValueError:
         raise ProtocolError(400, f"{where}: expected data as a flat or evenly nested list of numbers") from None
-    target = np.dtype(NUMPY_DTYPES[spec.datatype])
     if values.size and values.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
         raise ProtocolError(400, f"{where}: expected {spec.datatype} numbers in data, got {values.dtype.kind!r}-kind "
                                  f"values (e.g. {str(values.flat[0])[:40]!r})")
@@ -147,17 +160,26 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "] (-1: any size >= 1)"
 
 
-def encode_response(manifest: Manifest, request_id: str | None, outputs: dict[str, np.ndarray]) -> bytes:
+def encode_response(
+    manifest: Manifest, request_id: str | None, outputs: dict[str, np.ndarray], binary: frozenset[str] = frozenset()
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when `binary` outputs follow it as raw bytes."""
     datatypes = {spec.name: spec.datatype for spec in manifest.outputs}
     body: dict[str, Any] = {"model_name": manifest.name, "model_version": manifest.version}
     if request_id is not None:
         body["id"] = request_id
-    body["outputs"] = [
-        {"name": name, "datatype": datatypes[name], "shape": list(array.shape),
-         "data": np.ascontiguousarray(array).ravel()}
-        for name, array in outputs.items()
-    ]
-    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    body["outputs"], tail = [], []
+    for name, array in outputs.items():
+        entry: dict[str, Any] = {"name": name, "datatype": datatypes[name], "shape": list(array.shape)}
+        flat = np.ascontiguousarray(array).ravel()
+        if name in binary:
+            tail.append(flat.astype(flat.dtype.newbyteorder("<")).tobytes())
+            entry["parameters"] = {"binary_data_size": len(tail[-1])}
+        else:
+            entry["data"] = flat
+        body["outputs"].append(entry)
+    header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    return (header + b"".join(tail), len(header)) if tail else (header, None)
 
 
 def model_metadata(manifest: Manifest, versions: list[str]) -> dict[str, Any]:

@@ -69,7 +69,9 @@ def test_unknown_requested_output_is_reported():
 
 
 def test_response_carries_model_id_and_flat_data():
-    response = orjson.loads(encode_response(MANIFEST, "r1", {"logits": np.arange(6, dtype=np.float32).reshape(2, 3)}))
+    body, header_length = encode_response(MANIFEST, "r1", {"logits": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    assert header_length is None
+    response = orjson.loads(body)
     assert response == {
         "model_name": "digits", "model_version": "1", "id": "r1",
         "outputs": [{"name": "logits", "datatype": "FP32", "shape": [2, 3], "data": [0, 1, 2, 3, 4, 5]}],
