@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-from optiserve.local_server import RunningServer, start_server, stop_server
+from optiserve.local_server import RunningServer, scrape, start_server, stop_server
 
 ARTIFACT_DIR = Path("artifacts/digits")
 SAMPLES = 8
@@ -69,22 +68,16 @@ def _query(server: RunningServer, images: np.ndarray, labels: np.ndarray, title:
         print(f"  {index:5d}  {label:4d}  {predicted:9d}  {'ok' if predicted == label else 'WRONG'}")
 
 
-_KEPT_LABELS = re.compile(r'\b(model|status)="[^"]*"')
-
-
 def _metric_lines(server: RunningServer) -> dict[str, float]:
     """optiserve's own series, summed over replicas, keyed by name and the labels that matter."""
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        text = response.read().decode()
     lines: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("ray_optiserve_"):
-            series, value = line.rsplit(" ", 1)
-            name = series.split("{", 1)[0]
-            if name.endswith(("_bucket", "_sum")):  # counts and totals tell the story; Ray's _sum is approximate
-                continue
-            key = name + "{" + ",".join(m.group(0) for m in _KEPT_LABELS.finditer(series)) + "}"
-            lines[key] = lines.get(key, 0.0) + float(value)
+    for sample in scrape(server.metrics_url):
+        # counts and totals tell the story; Ray's histogram _sum is approximate
+        if not sample.name.startswith("ray_optiserve_") or sample.name.endswith(("_bucket", "_sum")):
+            continue
+        kept = ",".join(f'{label}="{sample.labels[label]}"' for label in ("model", "status") if label in sample.labels)
+        key = f"{sample.name}{{{kept}}}"
+        lines[key] = lines.get(key, 0.0) + sample.value
     return lines
 
 

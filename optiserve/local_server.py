@@ -14,6 +14,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,6 +27,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def scrape(metrics_url: str) -> list:
+    """Every sample on a Prometheus text endpoint."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def metric_sum(metrics_urls: list[str], name: str, **labels: str) -> float:
+    """Sum a metric over every matching series on every endpoint (every replica, every node)."""
+    return sum(
+        sample.value for url in metrics_urls for sample in scrape(url)
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def settled(read: Callable[[], float], what: str, settle_s: float = 2.5, timeout_s: float = 30) -> float:
+    """Ray reports metrics every few seconds: read until two readings `settle_s` apart agree."""
+    deadline = time.monotonic() + timeout_s
+    previous = read()
+    while time.monotonic() < deadline:
+        time.sleep(settle_s)
+        current = read()
+        if current == previous:
+            return current
+        previous = current
+    raise AssertionError(f"{what} kept changing for {timeout_s}s")
+
+
 @dataclass
 class RunningServer:
     url: str
@@ -35,31 +64,14 @@ class RunningServer:
 
     def metric_total(self, name: str, **labels: str) -> float:
         """Sum a metric over every series (every replica) whose labels match."""
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
-            text = response.read().decode()
-        total = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    total += sample.value
-        return total
+        return metric_sum([self.metrics_url], name, **labels)
 
     def series(self, name: str) -> list[dict[str, str]]:
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
-            text = response.read().decode()
-        return [s.labels for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
+        return [sample.labels for sample in scrape(self.metrics_url) if sample.name == name]
 
     def settled_total(self, name: str, settle_s: float = 2.5, timeout_s: float = 30, **labels: str) -> float:
         """A reading taken once earlier requests have all been reported (two equal scrapes settle_s apart)."""
-        deadline = time.monotonic() + timeout_s
-        previous = self.metric_total(name, **labels)
-        while time.monotonic() < deadline:
-            time.sleep(settle_s)
-            current = self.metric_total(name, **labels)
-            if current == previous:
-                return current
-            previous = current
-        raise AssertionError(f"{name} {labels} kept changing for {timeout_s}s")
+        return settled(lambda: self.metric_total(name, **labels), f"{name} {labels}", settle_s, timeout_s)
 
     def wait_for_metric(self, name: str, at_least: float, timeout_s: float = 30, **labels: str) -> float:
         """Metrics reach the agent every few seconds: poll until the sum reaches `at_least`."""

@@ -36,12 +36,12 @@ JSON = "application/json"
 CACHE_HEADER = "X-Optiserve-Cache"  # hit, coalesced, miss, or off: where an answer came from
 
 
-def json_response(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON, headers=headers)
+    return json_response({"error": message}, status, headers)
 
 
 def _version() -> str:
@@ -56,7 +56,9 @@ def _with_json_errors(api: FastAPI) -> FastAPI:
 
     async def http_error(request: Request, error: HTTPException) -> Response:
         if error.status_code == 404:
-            return error_response(404, f"no route for {request.method} {request.url.path}; see /v2 and /v2/models/{{name}}")
+            return error_response(
+                404, f"no route for {request.method} {request.url.path}; see /v2 and /v2/models/{{name}}"
+            )
         if error.status_code == 405:
             return error_response(405, f"{request.method} is not allowed on {request.url.path}")
         return error_response(error.status_code, str(error.detail))
@@ -153,8 +155,8 @@ class ModelServer:
     async def _answer(self, request: Request, version: str | None) -> Response:
         started = time.monotonic()
         try:
-            check_bearer_token(request.headers.get("authorization"), self._token)
-            response = self._unknown_version(version) or await self._infer(request, started)
+            response = (self._unauthorized(request) or self._unknown_version(version)
+                        or await self._infer(request, started))
         except ProtocolError as error:
             response = error_response(error.status, error.message, error.headers)
         except BatchError as error:  # a bug: the model failed on inputs that passed validation

@@ -4,9 +4,10 @@ Requests queue up; the batcher takes the oldest, waits at most `max_wait_s`
 from its arrival for others to join, and runs one call over up to
 `max_batch_size` rows. It waits only while `more_coming()` says requests have
 reached the server but not yet the queue (their bodies are still being read
-and checked): a lone request is never held back for company that isn't there. Only requests whose non-batch shapes and dtypes match
-are merged. While a batch computes (in a worker thread), new requests queue,
-so under load batches fill without waiting. When a call fails, or returns a
+and checked): a lone request is never held back for company that isn't
+there. Only requests whose non-batch shapes and dtypes match are merged.
+While a batch computes (in a worker thread), new requests queue, so under
+load batches fill without waiting. When a call fails, or returns a
 batch dimension that does not match its inputs, every request in it fails.
 """
 

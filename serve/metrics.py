@@ -20,59 +20,62 @@ class ServeMetrics:
     """The server's metrics for one model; create it inside the replica process."""
 
     def __init__(self, model: str, version: str) -> None:
-        from ray.util import metrics
-
-        tags = {"model": model, "version": version}
-        self.requests = metrics.Counter(
-            "optiserve_requests", "Inference requests answered, by model and HTTP status.",
-            tag_keys=("model", "version", "status"),
-        )
-        self.requests.set_default_tags(tags)
-        self.latency = metrics.Histogram(
+        self._tags = {"model": model, "version": version}
+        self.requests = self._counter("optiserve_requests", "Inference requests answered, by HTTP status.", "status")
+        self.latency = self._histogram(
             "optiserve_request_latency_seconds",
             "Time from request received to response ready, by where the answer came from (cache label).",
-            boundaries=LATENCY_BUCKETS_S, tag_keys=("model", "version", "cache"),
+            LATENCY_BUCKETS_S, "cache",
         )
-        self.batch_size = metrics.Histogram(
-            "optiserve_batch_size", "Rows per model call formed by the dynamic batcher.",
-            boundaries=BATCH_SIZE_BUCKETS, tag_keys=("model", "version"),
+        self.batch_size = self._histogram(
+            "optiserve_batch_size", "Rows per model call formed by the dynamic batcher.", BATCH_SIZE_BUCKETS
         )
-        self.queue_time = metrics.Histogram(
+        self.queue_time = self._histogram(
             "optiserve_queue_seconds", "Time a request waited in the batcher's queue before its model call.",
-            boundaries=STAGE_BUCKETS_S, tag_keys=("model", "version"),
+            STAGE_BUCKETS_S,
         )
-        self.compute_time = metrics.Histogram(
-            "optiserve_compute_seconds", "Time of one batched model call.",
-            boundaries=STAGE_BUCKETS_S, tag_keys=("model", "version"),
+        self.compute_time = self._histogram(
+            "optiserve_compute_seconds", "Time of one batched model call.", STAGE_BUCKETS_S
         )
-        self.queue_depth = metrics.Gauge(
-            "optiserve_queue_depth", "Requests waiting in the batcher's queue (per replica).", tag_keys=("model", "version"),
+        self.queue_depth = self._gauge(
+            "optiserve_queue_depth", "Requests waiting in the batcher's queue (per replica)."
         )
-        self.rows = metrics.Counter(
-            "optiserve_inference_rows", "Rows the model computed (exact; Ray approximates histogram sums).",
-            tag_keys=("model", "version"),
+        self.rows = self._counter(
+            "optiserve_inference_rows", "Rows the model computed (exact; Ray approximates histogram sums)."
         )
-        self.cache_hits = metrics.Counter("optiserve_cache_hits", "Result cache hits.", tag_keys=("model", "version"))
-        self.cache_misses = metrics.Counter("optiserve_cache_misses", "Result cache misses.", tag_keys=("model", "version"))
-        self.cache_evictions = metrics.Counter(
-            "optiserve_cache_evictions", "Cached results dropped for room or age.", tag_keys=("model", "version")
+        self.cache_hits = self._counter("optiserve_cache_hits", "Result cache hits.")
+        self.cache_misses = self._counter("optiserve_cache_misses", "Result cache misses.")
+        self.cache_evictions = self._counter("optiserve_cache_evictions", "Cached results dropped for room or age.")
+        self.cache_bytes = self._gauge("optiserve_cache_bytes", "Bytes held by the result cache (per replica).")
+        self.coalesced = self._counter(
+            "optiserve_coalesced_requests", "Requests answered by an identical request's computation in flight."
         )
-        self.cache_bytes = metrics.Gauge("optiserve_cache_bytes", "Bytes held by the result cache (per replica).",
-                                         tag_keys=("model", "version"))
-        self.coalesced = metrics.Counter(
-            "optiserve_coalesced_requests", "Requests answered by an identical request's computation in flight.",
-            tag_keys=("model", "version"),
+        self.shared_hits = self._counter(
+            "optiserve_cache_shared_hits", "Local cache misses answered by the shared (Redis) tier."
         )
-        self.shared_hits = metrics.Counter(
-            "optiserve_cache_shared_hits", "Local cache misses answered by the shared (Redis) tier.",
-            tag_keys=("model", "version"),
+        self.shared_errors = self._counter(
+            "optiserve_cache_shared_errors", "Shared-tier calls that failed or timed out (served as misses)."
         )
-        self.shared_errors = metrics.Counter(
-            "optiserve_cache_shared_errors", "Shared-tier calls that failed or timed out (served as misses).",
-            tag_keys=("model", "version"),
-        )
-        for metric in (self.shared_hits, self.shared_errors, self.cache_evictions, self.cache_bytes, self.coalesced, self.latency, self.batch_size, self.queue_time, self.compute_time, self.queue_depth, self.rows, self.cache_hits, self.cache_misses):
-            metric.set_default_tags(tags)
+
+    def _tagged(self, metric):
+        """Every metric carries the model and version; `extra` tags are given per observation."""
+        metric.set_default_tags(self._tags)
+        return metric
+
+    def _counter(self, name: str, description: str, *extra: str):
+        from ray.util import metrics
+
+        return self._tagged(metrics.Counter(name, description, tag_keys=(*self._tags, *extra)))
+
+    def _gauge(self, name: str, description: str):
+        from ray.util import metrics
+
+        return self._tagged(metrics.Gauge(name, description, tag_keys=tuple(self._tags)))
+
+    def _histogram(self, name: str, description: str, boundaries: list[float], *extra: str):
+        from ray.util import metrics
+
+        return self._tagged(metrics.Histogram(name, description, boundaries=boundaries, tag_keys=(*self._tags, *extra)))
 
     def observe_request(self, status: int, seconds: float, cache: str) -> None:
         self.requests.inc(1, {"status": str(status)})

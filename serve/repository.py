@@ -49,7 +49,8 @@ def find_artifacts(paths: list[Path]) -> list[Path]:
         if (path / MANIFEST_FILE).is_file():
             found.append(path)
             continue
-        nested = sorted(p.parent for pattern in ("*/" + MANIFEST_FILE, "*/*/" + MANIFEST_FILE) for p in path.glob(pattern))
+        patterns = ("*/" + MANIFEST_FILE, "*/*/" + MANIFEST_FILE)
+        nested = sorted(p.parent for pattern in patterns for p in path.glob(pattern))
         if not nested:
             raise ArtifactError(f"{path}: expected an artifact directory ({MANIFEST_FILE}) or a repository of them")
         found.extend(nested)

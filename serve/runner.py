@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -10,7 +9,6 @@ from pathlib import Path
 
 from serve.repository import RESERVED_NAME, ServedVersion, load_repository
 from serve.settings import ServeSettings
-log = logging.getLogger("optiserve.serve")
 
 
 def ray_serve_environment(settings: ServeSettings) -> dict[str, str]:

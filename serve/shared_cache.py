@@ -38,11 +38,11 @@ def decode_result(blob: bytes) -> Result:
         if array_dtype.hasobject:
             raise ValueError("object arrays are never cached")
         elements = int(np.prod(shape))
-        if offset + elements * array_dtype.itemsize > len(blob):
-            raise ValueError(f"cached result: expected at least {offset + elements * array_dtype.itemsize} bytes, "
-                             f"got {len(blob)}")
+        end = offset + elements * array_dtype.itemsize
+        if end > len(blob):
+            raise ValueError(f"cached result: expected at least {end} bytes, got {len(blob)}")
         result[name] = np.frombuffer(blob, dtype=array_dtype, count=elements, offset=offset).reshape(shape)
-        offset += elements * array_dtype.itemsize
+        offset = end
     if offset != len(blob):
         raise ValueError(f"cached result: expected {offset} bytes, got {len(blob)}")
     return result

@@ -17,9 +17,8 @@ import aiohttp
 import numpy as np
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from optiserve.local_server import free_port
+from optiserve.local_server import free_port, metric_sum, settled
 from tests.deploy.cluster import RayCluster, start_cluster, stop_cluster
 from tests.deploy.test_serve_config import load_config, model_apps
 
@@ -78,27 +77,14 @@ def replicas(cluster: RayCluster) -> list[dict]:
     return [r for r in deployment["replicas"] if r["state"] == "RUNNING"]
 
 
+def node_metric(cluster: RayCluster, name: str, **labels: str) -> float:
+    """Summed over every node's metrics agent."""
+    return metric_sum([f"http://127.0.0.1:{port}/metrics" for port in cluster.metrics_ports], name, **labels)
+
+
 def settled_metric(cluster: RayCluster, name: str, **labels: str) -> float:
     """A reading once every replica's last report has arrived (two equal scrapes 2.5 s apart)."""
-    previous = node_metric(cluster, name, **labels)
-    for _ in range(20):
-        time.sleep(2.5)
-        current = node_metric(cluster, name, **labels)
-        if current == previous:
-            return current
-        previous = current
-    raise AssertionError(f"{name} kept changing")
-
-
-def node_metric(cluster: RayCluster, name: str, **labels: str) -> float:
-    total = 0.0
-    for port in cluster.metrics_ports:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            text = response.read().decode()
-        for family in text_string_to_metric_families(text):
-            total += sum(s.value for s in family.samples
-                         if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
-    return total
+    return settled(lambda: node_metric(cluster, name, **labels), name, timeout_s=50)
 
 
 async def load(url: str, concurrency: int, seconds: float, seed: int, log: list, until=lambda: False) -> None:

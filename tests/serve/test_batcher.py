@@ -37,16 +37,21 @@ async def _submit_all(batcher, requests):
     return await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True)
 
 
+def submit_together(model, requests, **batcher_options) -> list:
+    """Submit all requests at once to a fresh batcher; each result, or the exception it raised."""
+    async def scenario():
+        batcher = Batcher(model, **batcher_options)
+        try:
+            return await _submit_all(batcher, requests)
+        finally:
+            batcher.close()
+
+    return asyncio.run(scenario())
+
+
 def test_concurrent_requests_share_one_call_and_each_gets_its_own_rows():
     model = Recorder()
-
-    async def scenario():
-        batcher = Batcher(model, max_batch_size=8, max_wait_s=0.05)
-        results = await _submit_all(batcher, [rows([i]) for i in range(5)])
-        batcher.close()
-        return results
-
-    results = asyncio.run(scenario())
+    results = submit_together(model, [rows([i]) for i in range(5)], max_batch_size=8, max_wait_s=0.05)
     assert model.batches == [5]
     for i, result in enumerate(results):
         np.testing.assert_array_equal(result["y"], rows([i])["x"] * 2)
@@ -54,14 +59,7 @@ def test_concurrent_requests_share_one_call_and_each_gets_its_own_rows():
 
 def test_batches_never_exceed_max_batch_size_in_rows():
     model = Recorder()
-
-    async def scenario():
-        batcher = Batcher(model, max_batch_size=4, max_wait_s=0.01)
-        results = await _submit_all(batcher, [rows([i, i + 100]) for i in range(7)])
-        batcher.close()
-        return results
-
-    results = asyncio.run(scenario())
+    results = submit_together(model, [rows([i, i + 100]) for i in range(7)], max_batch_size=4, max_wait_s=0.01)
     assert all(size <= 4 for size in model.batches) and sum(model.batches) == 14
     for i, result in enumerate(results):
         np.testing.assert_array_equal(result["y"][:, 0], [2 * i, 2 * (i + 100)])
@@ -69,28 +67,14 @@ def test_batches_never_exceed_max_batch_size_in_rows():
 
 def test_a_request_larger_than_max_runs_alone():
     model = Recorder()
-
-    async def scenario():
-        batcher = Batcher(model, max_batch_size=2, max_wait_s=0.0)
-        results = await _submit_all(batcher, [rows(range(5))])
-        batcher.close()
-        return results
-
-    (result,) = asyncio.run(scenario())
+    (result,) = submit_together(model, [rows(range(5))], max_batch_size=2, max_wait_s=0.0)
     assert model.batches == [5] and result["y"].shape == (5, 4)
 
 
 def test_inputs_with_different_non_batch_shapes_are_never_merged():
     model = Recorder()
-
-    async def scenario():
-        batcher = Batcher(model, max_batch_size=16, max_wait_s=0.02)
-        requests = [rows([1], width=4), rows([2], width=3), rows([3], width=4), rows([4], width=3)]
-        results = await _submit_all(batcher, requests)
-        batcher.close()
-        return requests, results
-
-    requests, results = asyncio.run(scenario())
+    requests = [rows([1], width=4), rows([2], width=3), rows([3], width=4), rows([4], width=3)]
+    results = submit_together(model, requests, max_batch_size=16, max_wait_s=0.02)
     assert sorted(model.batches) == [2, 2]
     for request, result in zip(requests, results):
         np.testing.assert_array_equal(result["y"], request["x"] * 2)
@@ -112,24 +96,15 @@ def test_a_failing_model_call_fails_every_request_in_the_batch():
     def broken(inputs):
         raise RuntimeError("boom")
 
-    async def scenario():
-        batcher = Batcher(broken, max_batch_size=8, max_wait_s=0.02)
-        results = await _submit_all(batcher, [rows([i]) for i in range(3)])
-        batcher.close()
-        return results
-
-    results = asyncio.run(scenario())
+    results = submit_together(broken, [rows([i]) for i in range(3)], max_batch_size=8, max_wait_s=0.02)
     assert all(isinstance(r, BatchError) and "boom" in str(r) for r in results)
 
 
 def test_outputs_that_do_not_match_inputs_in_length_fail_the_batch():
-    async def scenario():
-        batcher = Batcher(lambda inputs: {"y": inputs["x"][:1]}, max_batch_size=8, max_wait_s=0.02)
-        results = await _submit_all(batcher, [rows([i]) for i in range(3)])
-        batcher.close()
-        return results
+    def one_row_short(inputs):
+        return {"y": inputs["x"][:1]}
 
-    results = asyncio.run(scenario())
+    results = submit_together(one_row_short, [rows([i]) for i in range(3)], max_batch_size=8, max_wait_s=0.02)
     assert all(isinstance(r, BatchError) and "expected 3 rows" in str(r) for r in results)
 
 
