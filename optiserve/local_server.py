@@ -94,7 +94,7 @@ def start_server(
         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port), *extra_args,
     ]
     log = open(log_path, "w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_environment(env))
     server = RunningServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", process, log_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -109,6 +109,17 @@ def start_server(
         time.sleep(1)
     stop_server(server)
     raise RuntimeError(f"server not ready after {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
+
+
+def _child_environment(extra: dict[str, str] | None) -> dict[str, str]:
+    """The server's environment. HAProxy's metrics and stats ports are fixed by default
+    (9101, 8404, all interfaces): free loopback ports let several local servers coexist."""
+    environment = {
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        **os.environ,
+    }
+    return {**environment, **(extra or {})}
 
 
 def stop_server(server: RunningServer, timeout_s: float = 60) -> int:
