@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test demo bench-serve clean
+.PHONY: test demo bench-serve clean bench bench-quick bench-venvs
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,24 @@ demo: $(INSTALLED)
 
 bench-serve: $(INSTALLED)
 	$(BIN)/python benchmarks/serve_bench.py
+
+# The peer benchmark (benchmarks/bench.py, docs/BENCHMARKS.md "Peers"): each peer
+# server gets its own virtualenv from its pinned benchmarks/peers/<peer>/requirements.txt.
+BENCH_VENVS := .bench-venvs
+PEERS := fastapi rayserve bentoml mlserver litserve
+
+$(BENCH_VENVS)/%/.installed: benchmarks/peers/%/requirements.txt
+	test -x $(BENCH_VENVS)/$*/bin/python || $(PYTHON) -m venv $(BENCH_VENVS)/$*
+	$(BENCH_VENVS)/$*/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+bench-venvs: $(PEERS:%=$(BENCH_VENVS)/%/.installed)
+
+bench: $(INSTALLED) bench-venvs
+	$(BIN)/python benchmarks/bench.py
+
+bench-quick: $(INSTALLED) bench-venvs
+	$(BIN)/python benchmarks/bench.py --quick
 
 clean:
 	rm -rf $(VENV) artifacts build *.egg-info

@@ -1,0 +1,191 @@
+"""optiserve against its peers and the hardware ceiling: same models, same client, one run.
+
+    .venv/bin/python benchmarks/bench.py            # `make bench`: 4 concurrencies, 3 repeats, writes docs/
+    .venv/bin/python benchmarks/bench.py --quick    # `make bench-quick`: 2 concurrencies, 1 repeat, writes build/
+
+For each repeat, for each model (digits; all-MiniLM-L6-v2 when artifacts/minilm
+exists), every system is started fresh on a free loopback port, warmed up, run
+at each concurrency by the one load client (benchmarks/load_client.py), and
+stopped; the system order rotates every repeat (interleaved). Cells are
+medians over repeats (errors: the total). Also measured: the ceiling
+(onnxruntime in-process, full batches of `concurrency` rows) and the load
+client's own ceiling against a no-op server. Peers need `make bench-venvs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_report import write_report  # noqa: E402
+from load_client import DigitsBodies, TextBodies, closed_loop  # noqa: E402
+from peer_systems import ROOT, SYSTEMS, free_port, start  # noqa: E402
+
+CEILING = "ceiling"
+CLIENT = "client"
+
+
+def ensure_artifacts(skip_minilm: bool) -> dict[str, Path]:
+    """The artifacts to benchmark, building digits (and MiniLM, once the repo can) if missing."""
+    digits = ROOT / "artifacts" / "digits"
+    if not (digits / "manifest.json").exists():
+        from optimize.demo_digits import trained_digits_classifier
+        from optimize.pipeline import optimize_model
+        from optimize.settings import OptimizeSettings
+
+        optimize_model(trained_digits_classifier(), digits, OptimizeSettings())
+    artifacts = {"digits": digits}
+    minilm = ROOT / "artifacts" / "minilm"
+    if not skip_minilm and not (minilm / "manifest.json").exists() and (ROOT / "optimize" / "demo_minilm.py").exists():
+        subprocess.run(["make", "minilm"], cwd=ROOT, check=False, timeout=1800)
+    if not skip_minilm and (minilm / "manifest.json").exists():
+        artifacts["minilm"] = minilm
+    else:
+        print("MiniLM: artifacts/minilm not there (`make minilm`); benchmarking digits only", file=sys.stderr)
+    return artifacts
+
+
+def body_source(model: str, artifact: Path):
+    return TextBodies(artifact / "tokenizer.json") if model == "minilm" else DigitsBodies()
+
+
+def ceiling(model: str, artifact: Path, concurrency: int, seconds: float) -> dict:
+    """onnxruntime in-process with every core (intra-op threads = cores), full batches of `concurrency` rows.
+
+    Compute only: MiniLM batches are tokenized (padded to the longest) before the clock starts.
+    """
+    sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
+    os.environ.setdefault("PEER_ARTIFACT", str(artifact))
+    from common import PeerModel
+
+    model_ = PeerModel(artifact, threads=os.cpu_count() or 1)
+    if model_.is_text:
+        sentences = TextBodies(artifact / "tokenizer.json").sentences(concurrency * 16)
+        batches = [model_._tokenize(sentences[i:i + concurrency]) for i in range(0, len(sentences), concurrency)]
+    else:
+        rng = np.random.default_rng(1)
+        batches = [{model_.input["name"]: rng.random((concurrency, 64), dtype=np.float32) * 16} for _ in range(16)]
+    model_.session.run(None, batches[0])  # warm-up
+    times: list[float] = []
+    stop_at = time.monotonic() + seconds
+    while time.monotonic() < stop_at:
+        started = time.perf_counter()
+        model_.session.run([model_.output_name], batches[len(times) % len(batches)])
+        times.append(time.perf_counter() - started)
+    times.sort()
+    return {"rps": concurrency * len(times) / sum(times), "p50_ms": times[len(times) // 2] * 1e3,
+            "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3, "errors": 0, "client_cpu": 0.0}
+
+
+def client_ceiling(levels: list[int], seconds: float, artifacts: dict[str, Path]) -> dict[str, dict[int, dict]]:
+    """The load client against a no-op HTTP server, with each model's bodies."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "noop_server.py"), str(port)])
+    try:
+        time.sleep(1.0)
+        return {model: {c: closed_loop(f"http://127.0.0.1:{port}/noop", body_source(model, artifact), c, seconds)
+                        for c in levels} for model, artifact in artifacts.items()}
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def measure_system(system, model: str, artifact: Path, bodies, levels, seconds, logs: Path) -> dict[int, dict]:
+    log = logs / f"{model}-{system.key}-{int(time.time())}.log"
+    running = start(system, artifact, model, log, bodies.next())
+    try:
+        closed_loop(running.url, bodies, max(levels), min(2.0, seconds))  # warm-up
+        return {c: closed_loop(running.url, bodies, c, seconds) for c in levels}
+    finally:
+        running.stop()
+
+
+def median_cells(runs: list[dict[int, dict]]) -> dict[int, dict]:
+    cells = {}
+    for c in runs[0]:
+        samples = [run[c] for run in runs if c in run]
+        cells[c] = {key: statistics.median(s[key] for s in samples) for key in ("rps", "p50_ms", "p99_ms", "client_cpu")}
+        cells[c]["errors"] = sum(s["errors"] for s in samples)
+        cells[c]["repeats"] = len(samples)
+    return cells
+
+
+def run(args: argparse.Namespace) -> dict:
+    artifacts = ensure_artifacts(args.skip_minilm)
+    systems = [s for s in SYSTEMS if not args.systems or s.key in args.systems]
+    logs = Path(tempfile.mkdtemp(prefix="optiserve-bench-"))
+    runs: dict[str, dict[str, list]] = {model: {} for model in artifacts}
+    failures: list[str] = []
+    bodies = {model: body_source(model, artifact) for model, artifact in artifacts.items()}
+    load_before = os.getloadavg()
+    for repeat in range(args.repeats):
+        for model, artifact in artifacts.items():
+            order = systems[repeat % len(systems):] + systems[:repeat % len(systems)]
+            for system in order:
+                print(f"repeat {repeat + 1}/{args.repeats} {model}: {system.key}", file=sys.stderr, flush=True)
+                try:
+                    cells = measure_system(system, model, artifact, bodies[model], args.concurrency, args.seconds, logs)
+                except Exception as error:  # a peer that fails is reported, the run goes on
+                    failures.append(f"{model} / {system.label}, repeat {repeat + 1}: {str(error).splitlines()[0]}")
+                    traceback.print_exc()
+                    continue
+                runs[model].setdefault(system.key, []).append(cells)
+            runs[model].setdefault(CEILING, []).append(
+                {c: ceiling(model, artifact, c, args.seconds / 2) for c in args.concurrency})
+    client = client_ceiling(args.concurrency, args.seconds, artifacts)
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cpu": _cpu_name(), "cores": os.cpu_count(), "load_before": load_before, "load_after": os.getloadavg(),
+        "seconds": args.seconds, "repeats": args.repeats, "concurrency": args.concurrency,
+        "labels": {s.key: s.label for s in systems},
+        "models": {model: {key: median_cells(r) for key, r in by_system.items()} for model, by_system in runs.items()},
+        "client": client, "failures": failures, "logs": str(logs),
+    }
+
+
+def _cpu_name() -> str:
+    from optimize.measure import cpu_name
+
+    return cpu_name()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="c=1,32, 1 repeat, 3 s cells; writes build/bench-quick/")
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--concurrency", type=int, nargs="+")
+    parser.add_argument("--systems", nargs="+", help="subset of: " + " ".join(s.key for s in SYSTEMS))
+    parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--out", type=Path, help="folder for tables and plots (default docs/, or build/bench-quick/)")
+    args = parser.parse_args()
+    quick = {"seconds": 3.0, "repeats": 1, "concurrency": [1, 32]}
+    full = {"seconds": 5.0, "repeats": 3, "concurrency": [1, 8, 32, 128]}
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    out = args.out or (ROOT / "build" / "bench-quick" if args.quick else ROOT / "docs")
+    results = run(args)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = ROOT / "build" / ("bench-quick.json" if args.quick else "bench.json")
+    raw.parent.mkdir(exist_ok=True)
+    raw.write_text(json.dumps(results, indent=1))
+    print(write_report(results, out, update_doc=not args.quick and args.out is None))
+    print(f"\nraw results: {raw}; server logs: {results['logs']}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
