@@ -49,3 +49,35 @@ def check_parity(source: ModelSource, onnx_outputs: np.ndarray, tolerance: float
             f"expected at most {tolerance:.3g}"
         )
     return difference
+
+
+def export_token_model(module, example: dict[str, np.ndarray], path: Path, output_name: str) -> None:
+    """Export a (token ids, mask) -> output module with dynamic batch and sequence axes.
+
+    The dynamo exporter names values after their ops and can hand the name
+    asked for to an internal value too (a Gather named "embedding"), so the
+    output is renamed afterwards, moving any internal value out of the way.
+    """
+    import onnx
+    import torch
+
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=512)
+    program = torch.onnx.export(
+        module, tuple(torch.from_numpy(array) for array in example.values()),
+        input_names=list(example), dynamic_shapes=tuple({0: batch, 1: sequence} for _ in example),
+        opset_version=OPSET, dynamo=True, verbose=False,
+    )
+    program.save(str(path))
+    model = onnx.load(str(path))
+    _rename_value(model, output_name, f"{output_name}_internal")
+    _rename_value(model, model.graph.output[0].name, output_name)
+    onnx.save(model, str(path))
+
+
+def _rename_value(model, old: str, new: str) -> None:
+    for node in model.graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+    for value in (*model.graph.output, *model.graph.value_info):
+        if value.name == old:
+            value.name = new

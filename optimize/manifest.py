@@ -41,6 +41,23 @@ class TensorSpec(_Strict):
     shape: tuple[int, ...] = Field(description="-1 marks a dynamic axis")
 
 
+class TextInput(_Strict):
+    """Strings in: the server tokenizes a BYTES input into the model's token-id inputs.
+
+    Requests send one string per row in `name`; the server encodes each with
+    the tokenizer file (Hugging Face `tokenizers` JSON), truncates to
+    `max_length` tokens and pads every batch to its longest row, filling
+    `ids_input` and `mask_input` (1 for tokens, 0 for padding).
+    """
+
+    name: str = "text"
+    tokenizer_file: str = "tokenizer.json"
+    tokenizer_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    max_length: int = Field(gt=0, description="tokens kept per string, special tokens included")
+    ids_input: str = "input_ids"
+    mask_input: str = "attention_mask"
+
+
 class Step(_Strict):
     """One transformation applied to the model, with the settings it used."""
 
@@ -52,6 +69,9 @@ class Measurement(_Strict):
     """What was measured for one model variant on the machine that built it."""
 
     accuracy: float = Field(description="metric value on the held-out split")
+    worst: float | None = Field(
+        None, description="lowest per-example value, for per-example metrics such as cosine to fp32"
+    )
     latency_ms: dict[int, float] = Field(description="median latency by batch size")
     size_bytes: int
 
@@ -72,9 +92,10 @@ class Manifest(_Strict):
     runtime: Literal["onnxruntime"] = "onnxruntime"
     model_file: str = "model.onnx"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    inputs: tuple[TensorSpec, ...]
+    inputs: tuple[TensorSpec, ...] = Field(description="the model file's own inputs")
     outputs: tuple[TensorSpec, ...]
-    metric: str = Field(description="name of the accuracy metric, e.g. top1")
+    text_input: TextInput | None = Field(None, description="set when requests send strings to be tokenized")
+    metric: str = Field(description="name of the accuracy metric: top1, or cosine_to_fp32 for embeddings")
     steps: tuple[Step, ...]
     before: Measurement
     after: Measurement
@@ -87,6 +108,13 @@ class Manifest(_Strict):
     machine: str = Field(description="CPU the measurements were taken on")
     tool_versions: dict[str, str]
     created_at: str
+
+    @property
+    def request_inputs(self) -> tuple[TensorSpec, ...]:
+        """The inputs a request sends: one BYTES string per row for text models, else the model's own."""
+        if self.text_input is None:
+            return self.inputs
+        return (TensorSpec(name=self.text_input.name, datatype="BYTES", shape=(-1,)),)
 
 
 def sha256_of(path: Path) -> str:
@@ -127,11 +155,15 @@ def load_verified(artifact_dir: Path) -> tuple[Manifest, Path]:
     """
     manifest = read_manifest(artifact_dir)
     model_path = Path(artifact_dir) / manifest.model_file
-    if not model_path.is_file():
-        raise ArtifactError(f"{artifact_dir}: manifest names {manifest.model_file}, which is missing")
-    actual = sha256_of(model_path)
-    if actual != manifest.sha256:
-        raise ArtifactError(
-            f"{model_path}: sha256 mismatch: manifest expects {manifest.sha256}, file has {actual}"
-        )
+    _verify_file(model_path, manifest.sha256)
+    if manifest.text_input is not None:
+        _verify_file(Path(artifact_dir) / manifest.text_input.tokenizer_file, manifest.text_input.tokenizer_sha256)
     return manifest, model_path
+
+
+def _verify_file(path: Path, expected_sha256: str) -> None:
+    if not path.is_file():
+        raise ArtifactError(f"{path.parent}: manifest names {path.name}, which is missing")
+    actual = sha256_of(path)
+    if actual != expected_sha256:
+        raise ArtifactError(f"{path}: sha256 mismatch: manifest expects {expected_sha256}, file has {actual}")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
+
+Feed = dict[str, np.ndarray]
 
 
 def open_session(path: Path) -> ort.InferenceSession:
@@ -26,27 +29,34 @@ def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def interleaved_latency_ms(
-    sessions: dict[str, ort.InferenceSession], inputs: np.ndarray, batch_sizes: tuple[int, ...], repeats: int
+    sessions: dict[str, ort.InferenceSession], feed: Callable[[int], Feed], batch_sizes: tuple[int, ...],
+    repeats: int,
 ) -> dict[str, dict[int, float]]:
     """Median latency per session and batch size, timing the sessions in turn (A B A B ...).
 
-    Interleaving spreads the noise of a shared machine over every variant
-    instead of letting one variant absorb a slow spell.
+    `feed(batch_size)` builds the model inputs for one batch. Interleaving
+    spreads the noise of a shared machine over every variant instead of
+    letting one variant absorb a slow spell.
     """
     samples: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batch_sizes} for name in sessions}
     for batch_size in batch_sizes:
-        batch = np.resize(inputs, (batch_size, *inputs.shape[1:])).astype(inputs.dtype)
+        batch = feed(batch_size)
         for session in sessions.values():
-            run(session, batch)  # warm-up
+            session.run(None, batch)  # warm-up
         for _ in range(repeats):
             for name, session in sessions.items():
                 start = time.perf_counter()
-                run(session, batch)
+                session.run(None, batch)
                 samples[name][batch_size].append((time.perf_counter() - start) * 1e3)
     return {
         name: {b: round(statistics.median(times), 5) for b, times in by_batch.items()}
         for name, by_batch in samples.items()
     }
+
+
+def resized_feed(input_name: str, inputs: np.ndarray) -> Callable[[int], Feed]:
+    """Batches of any size cut (or tiled) from the validation inputs."""
+    return lambda batch_size: {input_name: np.resize(inputs, (batch_size, *inputs.shape[1:])).astype(inputs.dtype)}
 
 
 def batch_deviation(session: ort.InferenceSession, inputs: np.ndarray, batch_size: int) -> float:
@@ -60,6 +70,12 @@ def batch_deviation(session: ort.InferenceSession, inputs: np.ndarray, batch_siz
     chunked = np.concatenate([run(session, inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
     together = run(session, inputs)
     return float(max(np.max(np.abs(alone - chunked)), np.max(np.abs(alone - together))))
+
+
+def cosine_to(reference: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """Per-row cosine similarity between outputs and reference outputs."""
+    dot = np.sum(reference * outputs, axis=1)
+    return dot / (np.linalg.norm(reference, axis=1) * np.linalg.norm(outputs, axis=1) + 1e-12)
 
 
 def cpu_name() -> str:

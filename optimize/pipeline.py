@@ -15,7 +15,7 @@ import onnxruntime as ort
 from optimize import measure
 from optimize.export import OPSET, check_parity, export_onnx
 from optimize.manifest import Candidate, Manifest, Measurement, Step, TensorSpec, sha256_of, write_manifest
-from optimize.quantize import quantize_int8_dynamic
+from optimize.quantize import prepare, quantize_int8_dynamic
 from optimize.settings import OptimizeSettings
 from optimize.source import ModelSource
 
@@ -44,14 +44,16 @@ def optimize_model(
             "exporter": "torch.onnx.export(dynamo=True)", "opset": OPSET, "dynamic_axes": "batch (axis 0)",
             "parity_max_abs_diff": difference, "parity_tolerance": settings.parity_tolerance,
         })
+        prepared = Path(work) / "prepared.onnx"
+        prepare(paths["fp32"], prepared)
         quantize_step = quantize_int8_dynamic(
-            paths["fp32"], paths["int8"], settings.quantize_per_channel, settings.quantize_reduce_range
+            prepared, paths["int8"], settings.quantize_per_channel, settings.quantize_reduce_range
         )
         sessions["int8"] = measure.open_session(paths["int8"])
         measurements = _measure(sessions, paths, source, settings)
         candidates = _judge(measurements, settings)
         for candidate in candidates:
-            log(_describe(candidate))
+            log(describe_candidate(candidate))
         chosen = "int8" if candidates[1].accepted else "fp32"
         shutil.copyfile(paths[chosen], out_dir / "model.onnx")
         steps = (export_step, quantize_step) if chosen == "int8" else (export_step,)
@@ -61,11 +63,11 @@ def optimize_model(
         log(f"batch deviation of the shipped model: {deviation:.2e} (alone vs inside a batch)")
     manifest = Manifest(
         name=source.name, version=source.version, sha256=sha256_of(out_dir / "model.onnx"),
-        inputs=_tensor_specs(sessions[chosen].get_inputs()),
-        outputs=_tensor_specs(sessions[chosen].get_outputs()),
+        inputs=tensor_specs(sessions[chosen].get_inputs()),
+        outputs=tensor_specs(sessions[chosen].get_outputs()),
         metric="top1", steps=steps, before=measurements["fp32"], after=measurements[chosen],
         candidates=tuple(candidates), batch_deviation=deviation, machine=measure.cpu_name(),
-        tool_versions=_tool_versions(), created_at=datetime.datetime.now(datetime.UTC).isoformat(),
+        tool_versions=tool_versions(), created_at=datetime.datetime.now(datetime.UTC).isoformat(),
     )
     write_manifest(manifest, out_dir)
     log(f"wrote {out_dir / 'model.onnx'} ({chosen}) and {out_dir / 'manifest.json'}")
@@ -74,7 +76,8 @@ def optimize_model(
 
 def _measure(sessions, paths, source: ModelSource, settings: OptimizeSettings) -> dict[str, Measurement]:
     latencies = measure.interleaved_latency_ms(
-        sessions, source.validation_inputs, settings.latency_batch_sizes, settings.latency_repeats
+        sessions, measure.resized_feed(source.input_name, source.validation_inputs),
+        settings.latency_batch_sizes, settings.latency_repeats,
     )
     return {
         name: Measurement(
@@ -103,15 +106,16 @@ def _judge(measurements: dict[str, Measurement], settings: OptimizeSettings) -> 
     ]
 
 
-def _describe(candidate: Candidate) -> str:
+def describe_candidate(candidate: Candidate) -> str:
     m = candidate.measurement
     latency = ", ".join(f"b{b} {ms:.3f} ms" for b, ms in m.latency_ms.items())
     status = "accepted" if candidate.accepted else "rejected"
-    return (f"{candidate.name:13s} top1 {m.accuracy:.4f}  {latency}  {m.size_bytes / 1024:.1f} KiB  "
+    score = f"{m.accuracy:.4f}" if m.worst is None else f"{m.accuracy:.4f} (worst {m.worst:.4f})"
+    return (f"{candidate.name:13s} score {score}  {latency}  {m.size_bytes / 1024:.1f} KiB  "
             f"{status}: {candidate.reason}")
 
 
-def _tensor_specs(nodes: list[ort.NodeArg]) -> tuple[TensorSpec, ...]:
+def tensor_specs(nodes: list[ort.NodeArg]) -> tuple[TensorSpec, ...]:
     return tuple(
         TensorSpec(
             name=node.name,
@@ -122,7 +126,7 @@ def _tensor_specs(nodes: list[ort.NodeArg]) -> tuple[TensorSpec, ...]:
     )
 
 
-def _tool_versions() -> dict[str, str]:
+def tool_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for package in ("optiserve", "torch", "onnx", "onnxruntime", "numpy"):
         try:

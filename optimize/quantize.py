@@ -1,24 +1,88 @@
-"""onnxruntime INT8 dynamic quantization (weights int8, activations quantized at run time)."""
+"""onnxruntime INT8 dynamic quantization (weights int8, activations quantized at run time).
+
+A plan says which weight nodes get a scale per output channel and which stay
+in float; every other weight node gets one scale per tensor. The accuracy
+guard (optimize.guard) builds plans from measured sensitivity.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from optimize.manifest import Step
 
+# Ops onnxruntime's dynamic quantizer rewrites when one input is a constant weight.
+WEIGHT_OPS = ("MatMul", "Gemm", "Gather")
 
-def quantize_int8_dynamic(source: Path, target: Path, per_channel: bool, reduce_range: bool) -> Step:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+@dataclass(frozen=True)
+class Int8Plan:
+    per_channel: tuple[str, ...] = ()
+    keep_float: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"{len(self.per_channel)} node(s) per-channel, {len(self.keep_float)} kept in float"
+
+
+def prepare(source: Path, target: Path) -> None:
+    """onnxruntime's quantization pre-processing: shape inference and graph clean-up.
+
+    Symbolic shape inference cannot follow every exported graph (dynamo's
+    `Min(512, sequence)` for one); plain ONNX shape inference is the fallback.
+    """
     from onnxruntime.quantization.preprocess import quant_pre_process
 
-    prepared = target.with_suffix(".prep.onnx")
-    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-    quantize_dynamic(
-        str(prepared), str(target),
-        weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
-    )
-    prepared.unlink()
-    return Step(
-        name="quantize_int8_dynamic",
-        settings={"weight_type": "QInt8", "per_channel": per_channel, "reduce_range": reduce_range},
-    )
+    source, target = Path(source).resolve(), Path(target).resolve()
+    # a failed symbolic pass leaves temporary files in the working directory: give it a scratch one
+    with tempfile.TemporaryDirectory(prefix="optiserve-prep-") as scratch, contextlib.chdir(scratch):
+        try:
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
+        except Exception:  # noqa: BLE001 - onnxruntime raises bare Exception for incomplete inference
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+
+
+def weight_nodes(model_path: Path) -> list[str]:
+    """Names of the nodes dynamic quantization would rewrite, in graph order."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    constants = {initializer.name for initializer in model.graph.initializer}
+    return [
+        node.name for node in model.graph.node
+        if node.op_type in WEIGHT_OPS and any(name in constants for name in node.input)
+    ]
+
+
+def quantize_int8_dynamic(
+    prepared: Path, target: Path, per_channel: bool = False, reduce_range: bool = False,
+    plan: Int8Plan | None = None, nodes: list[str] | None = None,
+) -> Step:
+    """Quantize a prepared model. With a plan, `nodes` (from weight_nodes) are the candidates."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    options = {"weight_type": QuantType.QInt8, "reduce_range": reduce_range}
+    if plan is None:
+        quantize_dynamic(str(prepared), str(target), per_channel=per_channel, **options)
+        return Step(name="quantize_int8_dynamic", settings={
+            "weight_type": "QInt8", "per_channel": per_channel, "reduce_range": reduce_range,
+        })
+    source = prepared
+    if plan.per_channel:
+        source = target.with_suffix(".per_channel.onnx")
+        quantize_dynamic(str(prepared), str(source), per_channel=True, nodes_to_quantize=list(plan.per_channel),
+                         **options)
+    rest = [n for n in nodes or [] if n not in plan.per_channel and n not in plan.keep_float]
+    if rest:  # onnxruntime reads an empty nodes_to_quantize as "all nodes"
+        quantize_dynamic(str(source), str(target), per_channel=per_channel, nodes_to_quantize=rest, **options)
+    else:
+        shutil.copyfile(source, target)
+    if source != prepared:
+        source.unlink()
+    return Step(name="quantize_int8_dynamic", settings={
+        "weight_type": "QInt8", "per_channel": per_channel, "reduce_range": reduce_range,
+        "per_channel_nodes": ",".join(plan.per_channel), "float_nodes": ",".join(plan.keep_float),
+    })

@@ -43,13 +43,16 @@ class ModelSource:
             )
 
 
-def load_source(reference: str) -> ModelSource:
+def load_source(reference: str):
     """Call `package.module:function` and return the ModelSource it builds."""
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise ValueError(f"model source: expected 'package.module:function', got {reference!r}")
     factory: Callable[[], ModelSource] = getattr(importlib.import_module(module_name), attribute)
     source = factory()
-    if not isinstance(source, ModelSource):
-        raise TypeError(f"{reference}: expected it to return a ModelSource, got {type(source).__name__}")
+    from optimize.embedding import EmbeddingSource
+
+    if not isinstance(source, (ModelSource, EmbeddingSource)):
+        raise TypeError(f"{reference}: expected it to return a ModelSource or an EmbeddingSource, "
+                        f"got {type(source).__name__}")
     return source

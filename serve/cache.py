@@ -26,7 +26,11 @@ def cache_key(model_sha256: str, model_version: str, inputs: dict[str, np.ndarra
         _update_framed(digest, name.encode())
         _update_framed(digest, array.dtype.str.encode())
         _update_framed(digest, repr(array.shape).encode())
-        _update_framed(digest, array.tobytes())
+        if array.dtype == object:  # strings: the bytes of each, not the pointers to them
+            for item in array.ravel():
+                _update_framed(digest, item.encode())
+        else:
+            _update_framed(digest, array.tobytes())
     return digest.digest()
 
 

@@ -1,4 +1,4 @@
-"""An artifact loaded into onnxruntime, verified against its manifest first."""
+"""An artifact loaded into onnxruntime, verified against its manifest (and tokenizer) first."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from optimize.manifest import load_verified
+from serve.text import TextEncoder
 
 
 class OnnxModel:
@@ -21,7 +22,11 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self._session.get_outputs()]
+        text = self.manifest.text_input
+        self._text = TextEncoder(Path(artifact_dir), text) if text is not None else None
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run every output for a batch of inputs."""
+        """Run every output for a batch of request inputs (strings are tokenized first)."""
+        if self._text is not None:
+            inputs = self._text.encode(inputs[self.manifest.text_input.name])
         return dict(zip(self.output_names, self._session.run(self.output_names, inputs)))

@@ -77,7 +77,7 @@ def decode_inputs(
     `raw` holds the bytes of inputs sent as binary data (serve.binary).
     """
     raw = raw or {}
-    specs = {spec.name: spec for spec in manifest.inputs}
+    specs = {spec.name: spec for spec in manifest.request_inputs}
     arrays: dict[str, np.ndarray] = {}
     for tensor in request.inputs:
         spec = specs.get(tensor.name)
@@ -126,6 +126,8 @@ def _decode_tensor(tensor: RequestInput, spec: TensorSpec, raw: bytes | None) ->
         raise ProtocolError(400, f"{where}: expected datatype {spec.datatype}, got {tensor.datatype}")
     if not _shape_matches(tensor.shape, spec.shape):
         raise ProtocolError(400, f"{where}: expected shape {_shape_text(spec.shape)}, got {list(tensor.shape)}")
+    if spec.datatype == "BYTES":
+        return _decode_strings(tensor, raw)
     if spec.datatype not in NUMPY_DTYPES:
         raise ProtocolError(400, f"{where}: datatype {spec.datatype} is not supported by this server yet")
     expected_count = math.prod(tensor.shape)
@@ -148,6 +150,55 @@ def _decode_tensor(tensor: RequestInput, spec: TensorSpec, raw: bytes | None) ->
         raise ProtocolError(400, f"{where}: shape {list(tensor.shape)} needs {expected_count} values, "
                                  f"got {values.size}")
     return values.astype(target, copy=False).reshape(tensor.shape)
+
+
+def _decode_strings(tensor: RequestInput, raw: bytes | None) -> np.ndarray:
+    """BYTES as UTF-8 text: JSON strings, or binary elements each prefixed by a 4-byte little-endian length."""
+    where = f"input {tensor.name!r}"
+    if raw is not None:
+        items = [_utf8(item, where) for item in _split_length_prefixed(raw, where)]
+    elif tensor.data is None:
+        raise ProtocolError(400, f"{where}: expected 'data', or parameters.binary_data_size with binary data")
+    else:
+        items = list(_flat_strings(tensor.data, where))
+    expected_count = math.prod(tensor.shape)
+    if len(items) != expected_count:
+        raise ProtocolError(400, f"{where}: shape {list(tensor.shape)} needs {expected_count} strings, got {len(items)}")
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(tensor.shape)
+
+
+def _flat_strings(data: list[Any], where: str):
+    for item in data:
+        if isinstance(item, list):
+            yield from _flat_strings(item, where)
+        elif isinstance(item, str):
+            yield item
+        else:
+            raise ProtocolError(400, f"{where}: expected BYTES data as strings, got {type(item).__name__} "
+                                     f"{str(item)[:40]!r}")
+
+
+def _split_length_prefixed(raw: bytes, where: str) -> list[bytes]:
+    items, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise ProtocolError(400, f"{where}: binary BYTES data ends inside an element's 4-byte length")
+        size = int.from_bytes(raw[offset : offset + 4], "little")
+        if offset + 4 + size > len(raw):
+            raise ProtocolError(400, f"{where}: binary BYTES element declares {size} bytes, only "
+                                     f"{len(raw) - offset - 4} remain")
+        items.append(raw[offset + 4 : offset + 4 + size])
+        offset += 4 + size
+    return items
+
+
+def _utf8(item: bytes, where: str) -> str:
+    try:
+        return item.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ProtocolError(400, f"{where}: expected UTF-8 text, byte {error.start} is not valid UTF-8") from None
 
 
 def _shape_matches(shape: list[int], declared: tuple[int, ...]) -> bool:
@@ -190,6 +241,6 @@ def model_metadata(manifest: Manifest, versions: list[str]) -> dict[str, Any]:
         "name": manifest.name,
         "versions": versions,
         "platform": "onnxruntime_onnx",
-        "inputs": tensors(manifest.inputs),
+        "inputs": tensors(manifest.request_inputs),
         "outputs": tensors(manifest.outputs),
     }

@@ -22,3 +22,16 @@ def digits_artifact(tmp_path_factory, digits_source) -> Path:
     artifact = tmp_path_factory.mktemp("artifacts") / "digits"
     optimize_model(digits_source, artifact, OptimizeSettings(latency_repeats=30))
     return artifact
+
+
+@pytest.fixture(scope="session")
+def minilm_artifact(tmp_path_factory) -> Path:
+    """all-MiniLM-L6-v2 exported with pooling and normalization; fp32 only (the int8 guard has its own test)."""
+    from optimize.demo_minilm import minilm_source
+    from optimize.embedding import optimize_embedding_model
+    from optimize.settings import OptimizeSettings
+
+    artifact = tmp_path_factory.mktemp("artifacts") / "minilm"
+    settings = OptimizeSettings(latency_repeats=10, int8_candidates=False)
+    optimize_embedding_model(minilm_source(validation_count=64), artifact, settings)
+    return artifact

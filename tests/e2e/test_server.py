@@ -23,9 +23,9 @@ def infer_body(rows: np.ndarray, request_id: str | None = None) -> dict:
     return body
 
 
-async def _post_all(url: str, bodies: list, concurrency: int) -> list[tuple[int, dict]]:
+async def _post_all(url: str, bodies: list, concurrency: int, headers: dict | None) -> list[tuple[int, dict]]:
     limit = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), headers=headers) as session:
         async def post(body):
             async with limit:
                 kwargs = {"data": body} if isinstance(body, (bytes, str)) else {"json": body}
@@ -34,8 +34,8 @@ async def _post_all(url: str, bodies: list, concurrency: int) -> list[tuple[int,
         return await asyncio.gather(*(post(b) for b in bodies))
 
 
-def post_all(url, bodies, concurrency=16):
-    return asyncio.run(_post_all(url, bodies, concurrency))
+def post_all(url, bodies, concurrency=16, headers=None):
+    return asyncio.run(_post_all(url, bodies, concurrency, headers))
 
 
 def post_all_with_headers(url, bodies, concurrency=16) -> list[tuple[int, dict, dict]]:

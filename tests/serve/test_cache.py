@@ -123,3 +123,15 @@ def test_evictions_are_counted():
 def test_a_non_positive_ttl_is_refused():
     with pytest.raises(ValueError, match="ttl_s: expected > 0"):
         ResultCache(100, ttl_s=0)
+
+
+def strings(*texts):
+    array = np.empty(len(texts), dtype=object)
+    array[:] = texts
+    return {"text": array}
+
+
+def test_string_inputs_are_keyed_by_their_text_not_their_addresses():
+    assert cache_key(SHA, "1", strings("a", "b"), ["embedding"]) == cache_key(SHA, "1", strings("a", "b"), ["embedding"])
+    assert cache_key(SHA, "1", strings("a", "b"), ["embedding"]) != cache_key(SHA, "1", strings("ab", ""), ["embedding"])
+    assert cache_key(SHA, "1", strings("a"), ["embedding"]) != cache_key(SHA, "1", strings("b"), ["embedding"])

