@@ -13,6 +13,7 @@ _FLAGS = {
     "--max-batch-size": ("max_batch_size", int), "--max-wait-ms": ("max_wait_ms", float),
     "--cache-max-bytes": ("cache_max_bytes", int), "--max-queue-size": ("max_queue_size", int),
     "--request-timeout-ms": ("request_timeout_ms", float), "--reject-status": ("reject_status", int),
+    "--intra-op-threads": ("intra_op_threads", int), "--replica-cpus": ("replica_cpus", float),
 }
 
 

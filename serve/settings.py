@@ -41,6 +41,10 @@ class RuntimeConfig(BaseModel):
         return self
 
 
+# Per replica, one batch computes while the next fills: the replica must admit both.
+CONCURRENT_BATCHES = 2
+
+
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPTISERVE_", frozen=True)
 
@@ -90,10 +94,12 @@ class ServeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _concurrency_admits_full_batches(self) -> "ServeSettings":
-        if self.max_ongoing_requests and self.max_ongoing_requests < self.max_batch_size:
+        needed = self.max_batch_size * CONCURRENT_BATCHES
+        if self.max_ongoing_requests and self.max_ongoing_requests < needed:
             raise ValueError(
-                f"max_ongoing_requests must be at least max_batch_size ({self.max_batch_size}), "
-                f"got {self.max_ongoing_requests}: Ray Serve would never let a full batch reach a replica"
+                f"max_ongoing_requests must be at least max_batch_size x {CONCURRENT_BATCHES} concurrent batches "
+                f"({needed}), got {self.max_ongoing_requests}: Ray Serve would cap how many requests reach a "
+                "replica, so batches could never fill while the previous one computes"
             )
         return self
 

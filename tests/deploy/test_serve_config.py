@@ -7,7 +7,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from serve.builders import ModelAppArgs, RootAppArgs, deployment_name
-from serve.settings import RuntimeConfig
+from serve.settings import CONCURRENT_BATCHES, RuntimeConfig
 
 CONFIG_PATH = Path(__file__).resolve().parents[2] / "deploy" / "serve_config.yaml"
 
@@ -33,8 +33,8 @@ def test_every_model_app_has_valid_args_user_config_and_autoscaling():
         assert deployment["name"] == deployment_name(app["name"]), "deployment options must name the real deployment"
         assert app["route_prefix"] == f"/v2/models/{app['name']}"
         runtime = RuntimeConfig.model_validate(deployment["user_config"])
-        assert deployment["max_ongoing_requests"] >= runtime.max_batch_size, (
-            "Ray Serve's max_ongoing_requests below max_batch_size keeps batches small"
+        assert deployment["max_ongoing_requests"] >= runtime.max_batch_size * CONCURRENT_BATCHES, (
+            "Ray Serve's max_ongoing_requests below max_batch_size x concurrent batches keeps batches small"
         )
         scaling = deployment["autoscaling_config"]
         assert 1 <= scaling["min_replicas"] < scaling["max_replicas"]

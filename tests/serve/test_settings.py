@@ -4,9 +4,10 @@ from pydantic import ValidationError
 from serve.settings import ServeSettings
 
 
-def test_replica_concurrency_below_batch_size_is_refused():
-    with pytest.raises(ValidationError, match="max_ongoing_requests must be at least max_batch_size"):
-        ServeSettings(max_batch_size=32, max_ongoing_requests=8)
+def test_replica_concurrency_below_two_full_batches_is_refused():
+    with pytest.raises(ValidationError, match=r"must be at least max_batch_size x 2 concurrent batches \(64\)"):
+        ServeSettings(max_batch_size=32, max_ongoing_requests=40)
+    assert ServeSettings(max_batch_size=32, max_ongoing_requests=64).replica_concurrency == 64
 
 
 def test_default_replica_concurrency_admits_several_full_batches():

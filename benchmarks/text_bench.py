@@ -1,0 +1,147 @@
+"""all-MiniLM-L6-v2 through the server against onnxruntime in-process, and its result cache under Zipf.
+
+    .venv/bin/python benchmarks/text_bench.py [--artifact artifacts/minilm] [--seconds 10] [--repeats 3]
+
+1. Saturation: closed-loop clients send one unique sentence per request
+   (cache-cold) at each concurrency; the ceiling is the same model
+   in-process, tokenizing and running ideal full batches of `max_batch_size`
+   sentences back to back with the same onnxruntime thread count.
+2. Zipf(s=1.1) over 10,000 distinct sentences at concurrency 32: the server
+   with its result cache on against the cache off.
+Systems are interleaved (A B A B ...) and each cell is the median of repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.serve_bench import closed_loop  # noqa: E402
+from optimize.measure import cpu_name  # noqa: E402
+from optimize.sentences import generate_sentences  # noqa: E402
+from optiserve.local_server import start_server, stop_server  # noqa: E402
+
+DISTINCT = 10_000
+ZIPF_S = 1.1
+MODEL_URL = "/v2/models/minilm/infer"
+
+
+def distinct_sentences(count: int, seed: int) -> list[str]:
+    unique = list(dict.fromkeys(generate_sentences(count * 2, seed)))
+    if len(unique) < count:
+        raise RuntimeError(f"expected {count} distinct sentences, the generator gave {len(unique)}")
+    return unique[:count]
+
+
+def text_body(text: str) -> bytes:
+    return json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]}).encode()
+
+
+def zipf_bodies(count: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    pool = [text_body(text) for text in distinct_sentences(DISTINCT, seed)]
+    weights = 1.0 / np.arange(1, DISTINCT + 1) ** ZIPF_S
+    return [pool[k] for k in rng.choice(DISTINCT, size=count, p=weights / weights.sum())]
+
+
+def ceiling(artifact: Path, texts: list[str], batch_size: int, threads: int, seconds: float) -> dict:
+    """Tokenize and run full batches in-process: the best this model can do on this machine."""
+    import onnxruntime as ort
+
+    from optimize.manifest import read_manifest
+    from serve.text import TextEncoder
+
+    manifest = read_manifest(artifact)
+    encoder = TextEncoder(artifact, manifest.text_input)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(artifact / manifest.model_file), options, providers=["CPUExecutionProvider"])
+    rows, busy, offset = 0, 0.0, 0
+    stop_at = time.monotonic() + seconds
+    while time.monotonic() < stop_at:
+        batch = np.array(texts[offset : offset + batch_size], dtype=object)
+        offset = (offset + batch_size) % (len(texts) - batch_size)
+        started = time.perf_counter()
+        session.run(None, encoder.encode(batch))
+        busy += time.perf_counter() - started
+        rows += batch_size
+    return {"rps": rows / busy, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": 0}
+
+
+def serve_and_load(artifact: Path, flags: list[str], bodies: list[bytes], levels: list[int], seconds: float) -> dict:
+    with tempfile.TemporaryDirectory() as logs:
+        server = start_server([artifact], Path(logs) / "server.log", *flags)
+        try:
+            url = f"{server.url}{MODEL_URL}"
+            asyncio.run(closed_loop(url, bodies, 32, 2))  # warm-up
+            return {c: asyncio.run(closed_loop(url, bodies, c, seconds)) for c in levels}
+        finally:
+            stop_server(server)
+
+
+def medians(runs: list[dict]) -> dict:
+    return {c: {k: statistics.median(run[c][k] for run in runs) for k in runs[0][c]} for c in runs[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifact", type=Path, default=Path("artifacts/minilm"))
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 64])
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads, server and ceiling")
+    parser.add_argument("--batch", type=int, default=32, help="max batch size, server and ceiling")
+    parser.add_argument("--skip-zipf", action="store_true")
+    args = parser.parse_args()
+    if not (args.artifact / "manifest.json").exists():
+        sys.exit(f"{args.artifact}: no artifact; run `make minilm` first")
+
+    texts = distinct_sentences(60_000, seed=3)
+    unique_bodies = [text_body(text) for text in texts]
+    flags = ["--intra-op-threads", str(args.threads), "--max-batch-size", str(args.batch)]
+    zipf = zipf_bodies(200_000, seed=0)
+    runs: dict[str, list] = {}
+    for repeat in range(args.repeats):
+        print(f"repeat {repeat + 1}/{args.repeats}", file=sys.stderr, flush=True)
+        runs.setdefault("ceiling", []).append(
+            {c: ceiling(args.artifact, texts, args.batch, args.threads, args.seconds / 2) for c in args.concurrency})
+        runs.setdefault("server", []).append(
+            serve_and_load(args.artifact, flags, unique_bodies, args.concurrency, args.seconds))
+        if not args.skip_zipf:
+            for name, budget in (("cache on", 256 << 20), ("cache off", 0)):
+                runs.setdefault(name, []).append(serve_and_load(
+                    args.artifact, [*flags, "--cache-max-bytes", str(budget)], zipf, [32], args.seconds))
+    results = {name: medians(r) for name, r in runs.items()}
+
+    print(f"\n{cpu_name()}, {os.cpu_count()} cores, {datetime.date.today()}, median of {args.repeats} interleaved "
+          f"repeats, {args.seconds:g} s per cell, {args.threads} onnxruntime threads, batches of {args.batch}\n")
+    print("| concurrency | server sentences/s | p50 ms | p99 ms | errors | ceiling sentences/s | server / ceiling |")
+    print("|---|---|---|---|---|---|---|")
+    for c in args.concurrency:
+        cell, best = results["server"][c], results["ceiling"][c]["rps"]
+        print(f"| {c} | {cell['rps']:,.0f} | {cell['p50_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['errors']:.0f} | "
+              f"{best:,.0f} | {cell['rps'] / best:.1%} |")
+    if not args.skip_zipf:
+        print(f"\n| Zipf(s={ZIPF_S}) over {DISTINCT:,} sentences, concurrency 32 | req/s | p50 ms | p99 ms | errors |")
+        print("|---|---|---|---|---|")
+        for name in ("cache on", "cache off"):
+            cell = results[name][32]
+            print(f"| {name} | {cell['rps']:,.0f} | {cell['p50_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['errors']:.0f} |")
+        ratio = results["cache on"][32]["rps"] / results["cache off"][32]["rps"]
+        print(f"\ncache on / off: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
