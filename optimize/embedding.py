@@ -22,6 +22,7 @@ from optimize.export import OPSET, ParityError, export_token_model
 from optimize.guard import Score, Tolerance, guarded_int8_plan
 from optimize.manifest import Candidate, Manifest, Measurement, Step, TextInput, sha256_of, write_manifest
 from optimize.quantize import prepare, quantize_int8_dynamic, weight_nodes
+from optimize.report import write_report
 from optimize.settings import OptimizeSettings
 
 if TYPE_CHECKING:
@@ -115,6 +116,8 @@ def optimize_embedding_model(
     )
     write_manifest(manifest, out_dir)
     log(f"wrote {out_dir / 'model.onnx'} ({chosen}), tokenizer.json and manifest.json")
+    report = write_report(manifest, out_dir)
+    log(f"report: {', '.join(path.name for path in report)}")
     return manifest
 
 

@@ -16,6 +16,7 @@ from optimize import measure
 from optimize.export import OPSET, check_parity, export_onnx
 from optimize.manifest import Candidate, Manifest, Measurement, Step, TensorSpec, sha256_of, write_manifest
 from optimize.quantize import prepare, quantize_int8_dynamic
+from optimize.report import write_report
 from optimize.settings import OptimizeSettings
 from optimize.source import ModelSource
 
@@ -71,6 +72,8 @@ def optimize_model(
     )
     write_manifest(manifest, out_dir)
     log(f"wrote {out_dir / 'model.onnx'} ({chosen}) and {out_dir / 'manifest.json'}")
+    report = write_report(manifest, out_dir)
+    log(f"report: {', '.join(path.name for path in report)}")
     return manifest
 
 
