@@ -10,8 +10,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "source", nargs="?", default="optimize.demo_digits:trained_digits_classifier",
         help="'package.module:function' returning a ModelSource or an EmbeddingSource "
-             "(default: the digits demo; optimize.demo_minilm:minilm_source for all-MiniLM-L6-v2)",
+             "(default: the digits demo; optimize.demo_minilm:minilm_source for all-MiniLM-L6-v2), "
+             "or a model file: .onnx or TorchScript .pt, with --data",
     )
+    parser.add_argument("--data", help="labelled validation data for a model file: .npz (inputs/x, labels/y) "
+                                       "or 'package.module:function' returning (inputs, labels)")
+    parser.add_argument("--name", help="model name for a model file (default: the file's stem)")
     parser.add_argument("--out", type=Path, required=True, help="artifact directory to write")
     parser.add_argument("--latency-repeats", type=int, default=None,
                         help="timed runs per candidate and batch size (default: OPTISERVE_OPTIMIZE_LATENCY_REPEATS)")
@@ -21,11 +25,17 @@ def main(args: argparse.Namespace) -> int:
     from optimize.embedding import EmbeddingSource, optimize_embedding_model
     from optimize.pipeline import optimize_model
     from optimize.settings import OptimizeSettings
-    from optimize.source import load_source
+    from optimize.source import file_source, load_source
 
     overrides = {"latency_repeats": args.latency_repeats} if args.latency_repeats else {}
     settings = OptimizeSettings(**overrides)
-    source = load_source(args.source)
+    if Path(args.source).suffix in (".onnx", ".pt", ".pth"):
+        if not args.data:
+            raise SystemExit(f"optiserve optimize: {args.source} is a model file; expected --data with labelled "
+                             "validation data too")
+        source = file_source(Path(args.source), args.data, args.name or Path(args.source).stem)
+    else:
+        source = load_source(args.source)
     if isinstance(source, EmbeddingSource):
         optimize_embedding_model(source, args.out, settings)
     else:

@@ -16,9 +16,23 @@ class ParityError(Exception):
 
 
 def export_onnx(source: ModelSource, path: Path) -> None:
+    """nn.Module through the dynamo exporter; TorchScript (which torch.export cannot trace) through the
+    TorchScript-based exporter; an ONNX file as it is."""
+    import shutil
+
     import torch
 
+    if source.onnx_file is not None:
+        shutil.copyfile(source.onnx_file, path)
+        return
     example = torch.from_numpy(source.example_input)
+    if isinstance(source.module, torch.jit.ScriptModule):
+        torch.onnx.export(
+            source.module, (example,), str(path), input_names=[source.input_name],
+            output_names=[source.output_name], dynamic_axes={source.input_name: {0: "batch"}},
+            opset_version=OPSET, dynamo=False,
+        )
+        return
     program = torch.onnx.export(
         source.module,
         (example,),
@@ -35,7 +49,12 @@ def export_onnx(source: ModelSource, path: Path) -> None:
 def torch_outputs(source: ModelSource, inputs: np.ndarray) -> np.ndarray:
     import torch
 
-    with torch.inference_mode():
+    if source.module is None:  # an ONNX file: itself is the reference
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(source.onnx_file), providers=["CPUExecutionProvider"])
+        return session.run(None, {source.input_name: inputs})[0]
+    with torch.no_grad():  # not inference_mode: TorchScript modules refuse inference tensors
         return source.module(torch.from_numpy(inputs)).numpy()
 
 

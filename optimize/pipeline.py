@@ -42,7 +42,7 @@ def optimize_model(
         log(f"ONNX vs PyTorch on {len(fp32_outputs)} held-out inputs: max abs diff {difference:.2e} "
             f"(tolerance {settings.parity_tolerance:.0e})")
         export_step = Step(name="export_onnx", settings={
-            "exporter": "torch.onnx.export(dynamo=True)", "opset": OPSET, "dynamic_axes": "batch (axis 0)",
+            "exporter": _exporter(source), "opset": OPSET, "dynamic_axes": "batch (axis 0)",
             "parity_max_abs_diff": difference, "parity_tolerance": settings.parity_tolerance,
         })
         prepared = Path(work) / "prepared.onnx"
@@ -107,6 +107,14 @@ def _judge(measurements: dict[str, Measurement], settings: OptimizeSettings) -> 
         Candidate(name="fp32", measurement=baseline, accepted=True, reason="baseline"),
         Candidate(name="int8_dynamic", measurement=int8, accepted=verdict[0], reason=verdict[1]),
     ]
+
+
+def _exporter(source: ModelSource) -> str:
+    if source.onnx_file is not None:
+        return f"none: the ONNX file {source.onnx_file.name} as given"
+    if type(source.module).__name__ == "RecursiveScriptModule":
+        return "torch.onnx.export(dynamo=False), TorchScript input"
+    return "torch.onnx.export(dynamo=True)"
 
 
 def describe_candidate(candidate: Candidate) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -14,22 +15,27 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A trained PyTorch classifier with held-out data to measure it on.
+    """A trained classifier with held-out data to measure it on.
 
-    `example_input` fixes the non-batch input shape; axis 0 is exported as a
-    dynamic batch axis. `validation_labels` are class indices for top-1.
+    The model is a PyTorch `nn.Module` (a TorchScript module too) or an
+    existing ONNX file (`onnx_file`, with `module` None). `example_input` fixes
+    the non-batch input shape; axis 0 is exported as a dynamic batch axis.
+    `validation_labels` are class indices for top-1.
     """
 
     name: str
     version: str
-    module: "torch.nn.Module"
+    module: "torch.nn.Module | None"
     example_input: np.ndarray
     validation_inputs: np.ndarray
     validation_labels: np.ndarray
     input_name: str = "input"
     output_name: str = "logits"
+    onnx_file: Path | None = None
 
     def __post_init__(self) -> None:
+        if (self.module is None) == (self.onnx_file is None):
+            raise ValueError("model source: expected exactly one of a PyTorch module or an ONNX file")
         expected = self.example_input.shape[1:]
         if self.validation_inputs.shape[1:] != expected:
             raise ValueError(
@@ -56,3 +62,31 @@ def load_source(reference: str):
         raise TypeError(f"{reference}: expected it to return a ModelSource or an EmbeddingSource, "
                         f"got {type(source).__name__}")
     return source
+
+
+def file_source(model_file: Path, data: str, name: str, version: str = "1") -> ModelSource:
+    """A ModelSource from a saved model (`.onnx`, or a TorchScript `.pt`) and labelled data (see optimize.data)."""
+    from optimize.data import check_fits, clean, load_arrays
+
+    model_file = Path(model_file)
+    inputs, labels = load_arrays(data)
+    if labels is None:
+        raise ValueError(f"data {data!r}: expected labels too (an .npz with 'labels' or 'y', or a callable "
+                         "returning (inputs, labels)) to measure top-1 accuracy")
+    cleaned = clean(inputs, labels)
+    print(f"validation data: {cleaned.describe()}")
+    if model_file.suffix == ".onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+        (model_input,), output = session.get_inputs(), session.get_outputs()[0]
+        shape = tuple(d if isinstance(d, int) else -1 for d in model_input.shape)
+        check_fits(cleaned.inputs, model_input.name, shape, np.dtype(np.float32))
+        return ModelSource(name, version, None, cleaned.inputs[:1], cleaned.inputs, cleaned.labels,
+                           input_name=model_input.name, output_name=output.name, onnx_file=model_file)
+    if model_file.suffix in (".pt", ".pth"):
+        import torch
+
+        module = torch.jit.load(str(model_file), map_location="cpu").eval()  # TorchScript: no pickle
+        return ModelSource(name, version, module, cleaned.inputs[:1], cleaned.inputs, cleaned.labels)
+    raise ValueError(f"{model_file}: expected an ONNX file (.onnx) or a TorchScript file (.pt)")
