@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test demo minilm bench-serve clean bench bench-quick bench-venvs
+.PHONY: test demo minilm bench-serve clean bench bench-quick bench-venvs loadtest soak overload
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,20 @@ minilm: $(INSTALLED)
 
 bench-serve: $(INSTALLED)
 	$(BIN)/python benchmarks/serve_bench.py
+
+# Locust load test, headless (loadtests/README.md): against URL=http://host:port if given, else a server
+# started on loopback for the run. CSV, HTML and ledger reports go to artifacts/loadtest/.
+LOADTEST_ARGS ?= DigitsUser -u 16 -r 16 -t 60s --user-rps 40 --inputs zipf --slo-p99-ms 250 --slo-error-ratio 0.001
+loadtest: $(INSTALLED)
+	test -n "$(URL)" || test -f artifacts/digits/manifest.json || $(BIN)/optiserve optimize --out artifacts/digits
+	$(BIN)/python -m loadtests.run $(if $(URL),--url $(URL)) -- $(LOADTEST_ARGS)
+
+# The long reliability runs behind docs/RELIABILITY.md: a 10-minute soak, 60 s of overload at 3x saturation.
+soak: $(INSTALLED)
+	OPTISERVE_SOAK_S=600 $(BIN)/python -m pytest tests/reliability/test_soak.py -s -q
+
+overload: $(INSTALLED)
+	OPTISERVE_OVERLOAD_S=60 $(BIN)/python -m pytest tests/reliability/test_overload.py -s -q
 
 # The peer benchmark (benchmarks/bench.py, docs/BENCHMARKS.md "Peers"): each peer
 # server gets its own virtualenv from its pinned benchmarks/peers/<peer>/requirements.txt.
