@@ -30,7 +30,7 @@ def model_table(model: str, cells: dict[str, dict], labels: dict[str, str], leve
                     lines.append(f"| {labels[key]} | {c} | failed | | | | | |")
                 continue
             cell = cells[key][c]
-            name = "onnxruntime in-process, full batches (ceiling)" if key == "ceiling" else labels[key]
+            name = f"ceiling: onnxruntime in-process ({cell.get('strategy', 'batch')})" if key == "ceiling" else labels[key]
             if key == "optiserve":
                 name = f"**{name}**"
             lines.append(f"| {name} | {c} | {cell['rps']:,.0f} | {cell['p50_ms']:.2f} | {cell['p99_ms']:.2f} | "
@@ -58,6 +58,18 @@ def verdict(model: str, cells: dict[str, dict], labels: dict[str, str], levels: 
         share = cells["optiserve"][top]["rps"] / cells["ceiling"][top]["rps"]
         lines.append(f"- {model}, saturation (c={top}): optiserve at {share:.1%} of the ceiling")
     return lines
+
+
+def ceiling_table(models: dict[str, dict], levels: list[int]) -> str:
+    """Every in-process strategy the ceiling tried (rows/s), so the best one's margin shows."""
+    names = list(dict.fromkeys(n for cells in models.values() for c in levels
+                               for n in cells.get("ceiling", {}).get(c, {}).get("strategies", {})))
+    lines = ["| model | concurrency | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for model, cells in models.items():
+        for c in levels:
+            tried = cells.get("ceiling", {}).get(c, {}).get("strategies", {})
+            lines.append(f"| {model} | {c} | " + " | ".join(f"{tried[n]:,.0f}" if n in tried else "-" for n in names) + " |")
+    return "\n".join(lines)
 
 
 def client_table(client: dict[str, dict[int, dict]], levels: list[int]) -> str:
@@ -90,7 +102,7 @@ def plot(model: str, cells: dict[str, dict], labels: dict[str, str], path: Path)
             axes.annotate(f"c={c}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
     if "ceiling" in cells:
         top = max(cells["ceiling"].values(), key=lambda cell: cell["rps"])["rps"]
-        axes.axhline(top, linestyle="--", color="grey", label="ceiling (onnxruntime in-process, best batch)")
+        axes.axhline(top, linestyle="--", color="grey", label="ceiling (onnxruntime in-process, best of c)")
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("p99 latency, ms (log)")
@@ -115,6 +127,8 @@ def section(results: dict, plot_paths: dict[str, str]) -> str:
         parts += ["", model_table(model, cells, labels, levels), "", f"![{model}]({plot_paths[model]})"]
     parts += ["", "#### Where optiserve stands", "",
               *[line for model, cells in results["models"].items() for line in verdict(model, cells, labels, levels)]]
+    parts += ["", "#### The ceiling's in-process strategies (rows/s; the table above takes the best)", "",
+              ceiling_table(results["models"], levels)]
     parts += ["", "#### The load client's own ceiling (no-op server on the same cores)", "",
               client_table(results["client"], levels)]
     if results["failures"]:

@@ -28,7 +28,7 @@ from optiserve.local_server import free_port, start_server, stop_server  # noqa:
 VENVS = ROOT / ".bench-venvs"
 PEERS_DIR = ROOT / "benchmarks" / "peers"
 STARTUP_TIMEOUT_S = 240
-STOP_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 20
 
 # Same for every server: 2 worker processes or replicas (the cores; the README's
 # recommendation for optiserve's --replicas), 1 onnxruntime thread each

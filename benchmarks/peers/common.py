@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-MAX_TOKENS = 256  # all-MiniLM-L6-v2's truncation length
+MAX_TOKENS = 256  # all-MiniLM-L6-v2's truncation length, unless the manifest says otherwise
 
 
 def setting(name: str, default: str) -> str:
@@ -50,15 +50,17 @@ class PeerModel:
         self.session = ort.InferenceSession(
             str(artifact / manifest["model_file"]), options, providers=["CPUExecutionProvider"])
         self.name = manifest["name"]
-        self.input = manifest["inputs"][0]
         self.output_name = manifest["outputs"][0]["name"]
         self.tokenizer = None
-        if (artifact / "tokenizer.json").exists():
+        text = manifest.get("text_input")  # a text model: V2 BYTES input, tokenized here
+        self.input = {"name": text["name"]} if text else manifest["inputs"][0]
+        if text:
             from tokenizers import Tokenizer
 
-            self.tokenizer = Tokenizer.from_file(str(artifact / "tokenizer.json"))
-            self.tokenizer.enable_truncation(MAX_TOKENS)
+            self.tokenizer = Tokenizer.from_file(str(artifact / text.get("tokenizer_file", "tokenizer.json")))
+            self.tokenizer.enable_truncation(text.get("max_length", MAX_TOKENS))
             self.tokenizer.enable_padding()  # to the longest sequence of each batch
+            self.feeds = (text.get("ids_input", "input_ids"), text.get("mask_input", "attention_mask"))
 
     @property
     def is_text(self) -> bool:
@@ -86,9 +88,10 @@ class PeerModel:
 
     def _tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
         encodings = self.tokenizer.encode_batch(texts)
+        ids, mask = self.feeds
         return {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            ids: np.array([e.ids for e in encodings], dtype=np.int64),
+            mask: np.array([e.attention_mask for e in encodings], dtype=np.int64),
         }
 
     def output_tensor(self, output: np.ndarray) -> dict:
