@@ -57,7 +57,7 @@ def optimize_model(
             log(describe_candidate(candidate))
         chosen = "int8" if candidates[1].accepted else "fp32"
         shutil.copyfile(paths[chosen], out_dir / "model.onnx")
-        steps = (export_step, quantize_step) if chosen == "int8" else (export_step,)
+        steps = source.prior_steps + ((export_step, quantize_step) if chosen == "int8" else (export_step,))
         deviation = measure.batch_deviation(
             sessions[chosen], source.validation_inputs, max(settings.latency_batch_sizes)
         )

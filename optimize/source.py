@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from optimize.manifest import Step
+
 if TYPE_CHECKING:
     import torch
 
@@ -32,6 +34,7 @@ class ModelSource:
     input_name: str = "input"
     output_name: str = "logits"
     onnx_file: Path | None = None
+    prior_steps: tuple[Step, ...] = ()  # what was done before the optimizer got the model (e.g. Keras pruning)
 
     def __post_init__(self) -> None:
         if (self.module is None) == (self.onnx_file is None):
