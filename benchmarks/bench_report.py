@@ -88,6 +88,7 @@ def plot(model: str, cells: dict[str, dict], labels: dict[str, str], path: Path)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axes = plt.subplots(figsize=(7.5, 4.8))
     for key, label in labels.items():
@@ -105,6 +106,10 @@ def plot(model: str, cells: dict[str, dict], labels: dict[str, str], path: Path)
         axes.axhline(top, linestyle="--", color="grey", label="ceiling (onnxruntime in-process, best of c)")
     axes.set_xscale("log")
     axes.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}")
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes.set_xlabel("p99 latency, ms (log)")
     axes.set_ylabel("throughput, req/s (log)")
     axes.set_title(f"{MODEL_TITLES.get(model, model)}: throughput against p99")
