@@ -75,9 +75,9 @@ def test_the_cache_redis_killed_mid_load_costs_no_errors(server, saturation, red
 
 def test_a_server_restarted_under_load_costs_only_connection_errors_during_the_restart(server, saturation, out):
     locust = _paced_load(server, saturation, out, 120)
-    time.sleep(5)
+    time.sleep(4)
     stopping, ready = restart(server)
-    time.sleep(5)
+    time.sleep(3)
     locust.interrupt()
     run = locust.wait()
 

@@ -21,7 +21,7 @@ from tests.reliability.replicas import replica_processes
 
 BASE_LOAD, OVERLOAD = 0.7, 3.0  # of saturation
 PER_USER_RPS = 10  # low, so that offering 3x saturation takes many concurrent users
-BEFORE_S, AFTER_S = 10, 15
+BEFORE_S, AFTER_S = 8, 13
 RECOVERY_S = 10
 RECOVERED = 0.8  # of the base rate, three seconds running
 REJECT_STATUS = 503
