@@ -28,15 +28,37 @@ def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return train_x, train_y, test_x, test_y
 
 
-def train_classifier(train_x: np.ndarray, train_y: np.ndarray, epochs: int = 30):
+def mlp():
     import torch
 
-    torch.manual_seed(SEED)
-    model = torch.nn.Sequential(
+    return torch.nn.Sequential(
         torch.nn.Linear(64, 256), torch.nn.ReLU(),
         torch.nn.Linear(256, 256), torch.nn.ReLU(),
         torch.nn.Linear(256, 10),
     )
+
+
+def cnn():
+    """A small CNN over the 8x8 image; it still takes the flat 64 pixels, so the API is the MLP's."""
+    import torch
+
+    return torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, 8, 8)),
+        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64 * 4 * 4, 128), torch.nn.ReLU(),
+        torch.nn.Linear(128, 10),
+    )
+
+
+def train_classifier(train_x: np.ndarray, train_y: np.ndarray, epochs: int = 30, model=None):
+    import torch
+
+    torch.manual_seed(SEED)
+    model = model if model is not None else mlp()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     inputs, labels = torch.from_numpy(train_x), torch.from_numpy(train_y)
     for _ in range(epochs):
@@ -60,4 +82,24 @@ def trained_digits_classifier() -> ModelSource:
         example_input=train_x[:8],
         validation_inputs=test_x,
         validation_labels=test_y,
+        train_inputs=train_x,
+        train_labels=train_y,
+    )
+
+
+def trained_digits_cnn() -> ModelSource:
+    """The CNN variant, for static quantization and structured pruning of convolutions."""
+    import torch
+
+    train_x, train_y, test_x, test_y = load_split()
+    torch.manual_seed(SEED)
+    return ModelSource(
+        name="digits-cnn",
+        version="1",
+        module=train_classifier(train_x, train_y, epochs=15, model=cnn()),
+        example_input=train_x[:8],
+        validation_inputs=test_x,
+        validation_labels=test_y,
+        train_inputs=train_x,
+        train_labels=train_y,
     )

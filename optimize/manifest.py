@@ -74,6 +74,9 @@ class Measurement(_Strict):
     )
     latency_ms: dict[int, float] = Field(description="median latency by batch size")
     size_bytes: int
+    batch_deviation: float | None = Field(
+        None, description="largest abs difference between an output computed alone and inside a batch"
+    )
 
 
 class Candidate(_Strict):
@@ -83,6 +86,7 @@ class Candidate(_Strict):
     measurement: Measurement
     accepted: bool
     reason: str
+    steps: tuple[Step, ...] = Field((), description="how this candidate was made")
 
 
 class Manifest(_Strict):

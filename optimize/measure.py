@@ -38,8 +38,10 @@ def interleaved_latency_ms(
     spreads the noise of a shared machine over every variant instead of
     letting one variant absorb a slow spell.
     """
+    from tqdm.auto import tqdm
+
     samples: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batch_sizes} for name in sessions}
-    for batch_size in batch_sizes:
+    for batch_size in tqdm(batch_sizes, desc="timing candidates", unit="batch size", leave=False):
         batch = feed(batch_size)
         for session in sessions.values():
             session.run(None, batch)  # warm-up

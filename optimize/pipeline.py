@@ -1,4 +1,11 @@
-"""The optimize stage: export, check, quantize, measure, choose, write the artifact."""
+"""The optimize stage for classifiers: export, build candidates, measure, choose, write the artifact.
+
+fp32 is the baseline. Each candidate (optimize/candidates.py) is timed side
+by side with it at every batch size, scored on held-out data, and checked for
+batch invariance. A candidate ships only if it keeps top-1 within tolerance
+and is not slower than fp32 at any batch size measured; among those the
+fastest wins, preferring batch-invariant ones.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +17,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import onnxruntime as ort
 
 from optimize import measure
+from optimize.candidates import BUILDERS, Built, Workspace, not_applicable
 from optimize.export import OPSET, check_parity, export_onnx
 from optimize.manifest import Candidate, Manifest, Measurement, Step, TensorSpec, sha256_of, write_manifest
-from optimize.quantize import prepare, quantize_int8_dynamic
 from optimize.report import write_report
-from optimize.settings import OptimizeSettings
+from optimize.settings import CANDIDATES, OptimizeSettings
 from optimize.source import ModelSource
 
 ORT_DATATYPES = {
@@ -30,44 +38,25 @@ ORT_DATATYPES = {
 def optimize_model(
     source: ModelSource, out_dir: Path, settings: OptimizeSettings, log: Callable[[str], None] = print
 ) -> Manifest:
-    """Build fp32 and int8 candidates, keep the fastest that holds accuracy, write the artifact."""
+    """Build the fp32 export and the candidates asked for, keep the fastest that holds accuracy, write the artifact."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="optiserve-") as work:
-        paths = {"fp32": Path(work) / "fp32.onnx", "int8": Path(work) / "int8.onnx"}
-        export_onnx(source, paths["fp32"])
-        sessions = {"fp32": measure.open_session(paths["fp32"])}
-        fp32_outputs = measure.run(sessions["fp32"], source.validation_inputs)
-        difference = check_parity(source, fp32_outputs, settings.parity_tolerance)
-        log(f"ONNX vs PyTorch on {len(fp32_outputs)} held-out inputs: max abs diff {difference:.2e} "
-            f"(tolerance {settings.parity_tolerance:.0e})")
-        export_step = Step(name="export_onnx", settings={
-            "exporter": _exporter(source), "opset": OPSET, "dynamic_axes": "batch (axis 0)",
-            "parity_max_abs_diff": difference, "parity_tolerance": settings.parity_tolerance,
-        })
-        prepared = Path(work) / "prepared.onnx"
-        prepare(paths["fp32"], prepared)
-        quantize_step = quantize_int8_dynamic(
-            prepared, paths["int8"], settings.quantize_per_channel, settings.quantize_reduce_range
-        )
-        sessions["int8"] = measure.open_session(paths["int8"])
-        measurements = _measure(sessions, paths, source, settings)
-        candidates = _judge(measurements, settings)
+        workspace = Workspace(source, _export_fp32(source, Path(work), settings, log), Path(work), settings, log)
+        built = {"fp32": workspace.fp32, **_build_candidates(workspace)}
+        sessions = {name: measure.open_session(b.path) for name, b in built.items()}
+        measurements = _measure(sessions, built, source, settings, log)
+        candidates = [c.model_copy(update={"steps": tuple(built[c.name].steps)}) for c in _judge(measurements, settings)]
         for candidate in candidates:
             log(describe_candidate(candidate))
-        chosen = "int8" if candidates[1].accepted else "fp32"
-        shutil.copyfile(paths[chosen], out_dir / "model.onnx")
-        steps = source.prior_steps + ((export_step, quantize_step) if chosen == "int8" else (export_step,))
-        deviation = measure.batch_deviation(
-            sessions[chosen], source.validation_inputs, max(settings.latency_batch_sizes)
-        )
-        log(f"batch deviation of the shipped model: {deviation:.2e} (alone vs inside a batch)")
+        chosen = _choose(candidates, settings, log)
+        shutil.copyfile(built[chosen].path, out_dir / "model.onnx")
     manifest = Manifest(
         name=source.name, version=source.version, sha256=sha256_of(out_dir / "model.onnx"),
-        inputs=tensor_specs(sessions[chosen].get_inputs()),
-        outputs=tensor_specs(sessions[chosen].get_outputs()),
-        metric="top1", steps=steps, before=measurements["fp32"], after=measurements[chosen],
-        candidates=tuple(candidates), batch_deviation=deviation, machine=measure.cpu_name(),
+        inputs=tensor_specs(sessions[chosen].get_inputs()), outputs=tensor_specs(sessions[chosen].get_outputs()),
+        metric="top1", steps=(*source.prior_steps, *built[chosen].steps), before=measurements["fp32"],
+        after=measurements[chosen], candidates=tuple(candidates),
+        batch_deviation=measurements[chosen].batch_deviation, machine=measure.cpu_name(),
         tool_versions=tool_versions(), created_at=datetime.datetime.now(datetime.UTC).isoformat(),
     )
     write_manifest(manifest, out_dir)
@@ -77,36 +66,89 @@ def optimize_model(
     return manifest
 
 
-def _measure(sessions, paths, source: ModelSource, settings: OptimizeSettings) -> dict[str, Measurement]:
+def _export_fp32(source: ModelSource, work: Path, settings: OptimizeSettings, log) -> Built:
+    path = work / "fp32.onnx"
+    export_onnx(source, path)
+    outputs = measure.run(measure.open_session(path), source.validation_inputs)
+    difference = check_parity(source, outputs, settings.parity_tolerance)
+    reference = "the given ONNX file" if source.onnx_file is not None else "PyTorch"
+    log(f"ONNX vs {reference} on {len(outputs)} held-out inputs: max abs diff {difference:.2e} "
+        f"(tolerance {settings.parity_tolerance:.0e})")
+    return Built(path, [Step(name="export_onnx", settings={
+        "exporter": _exporter(source), "opset": OPSET, "dynamic_axes": "batch (axis 0)",
+        "parity_max_abs_diff": difference, "parity_tolerance": settings.parity_tolerance,
+    })])
+
+
+def _build_candidates(workspace: Workspace) -> dict[str, Built]:
+    names = CANDIDATES if workspace.settings.auto else workspace.settings.candidates
+    for name in names:
+        reason = not_applicable(name, workspace.source)
+        if reason is not None:
+            workspace.log(f"{name}: skipped, {reason}")
+            continue
+        workspace.log(f"{name}: building")
+        workspace.built[name] = BUILDERS[name](workspace)
+    return workspace.built
+
+
+def _measure(sessions, built, source: ModelSource, settings: OptimizeSettings, log) -> dict[str, Measurement]:
+    sizes = settings.batch_sizes
+    log(f"timing {', '.join(sessions)} at batch sizes {sizes}, interleaved, {settings.latency_repeats} repeats")
     latencies = measure.interleaved_latency_ms(
-        sessions, measure.resized_feed(source.input_name, source.validation_inputs),
-        settings.latency_batch_sizes, settings.latency_repeats,
+        sessions, measure.resized_feed(source.input_name, source.validation_inputs), sizes, settings.latency_repeats,
     )
     return {
         name: Measurement(
             accuracy=measure.top1_accuracy(measure.run(session, source.validation_inputs), source.validation_labels),
             latency_ms=latencies[name],
-            size_bytes=paths[name].stat().st_size,
+            size_bytes=built[name].path.stat().st_size,
+            batch_deviation=measure.batch_deviation(session, source.validation_inputs, max(sizes)),
         )
         for name, session in sessions.items()
     }
 
 
 def _judge(measurements: dict[str, Measurement], settings: OptimizeSettings) -> list[Candidate]:
-    """fp32 is the baseline; int8 ships only if it holds accuracy and is not slower at any batch size."""
-    baseline, int8 = measurements["fp32"], measurements["int8"]
-    drop = baseline.accuracy - int8.accuracy
-    slower = [b for b, ms in int8.latency_ms.items() if ms > baseline.latency_ms[b]]
-    if drop > settings.accuracy_tolerance:
-        verdict = (False, f"top-1 drop {drop:.4f} exceeds tolerance {settings.accuracy_tolerance}")
-    elif slower:
-        verdict = (False, f"slower than fp32 on this CPU at batch size {', '.join(map(str, slower))}")
-    else:
-        verdict = (True, f"top-1 drop {drop:.4f} within {settings.accuracy_tolerance}, not slower than fp32")
-    return [
-        Candidate(name="fp32", measurement=baseline, accepted=True, reason="baseline"),
-        Candidate(name="int8_dynamic", measurement=int8, accepted=verdict[0], reason=verdict[1]),
-    ]
+    """fp32 is the baseline; a candidate is accepted if it holds top-1 and is not slower at any batch size."""
+    baseline = measurements["fp32"]
+    candidates = [Candidate(name="fp32", measurement=baseline, accepted=True, reason="baseline")]
+    for name, measured in measurements.items():
+        if name == "fp32":
+            continue
+        drop = baseline.accuracy - measured.accuracy
+        slower = [b for b, ms in measured.latency_ms.items() if ms > baseline.latency_ms[b]]
+        if drop > settings.accuracy_tolerance:
+            verdict = (False, f"top-1 drop {drop:.4f} exceeds tolerance {settings.accuracy_tolerance}")
+        elif slower:
+            verdict = (False, f"slower than fp32 on this CPU at batch size {', '.join(map(str, slower))}")
+        else:
+            verdict = (True, f"top-1 drop {drop:.4f} within {settings.accuracy_tolerance}, not slower than fp32")
+        candidates.append(Candidate(name=name, measurement=measured, accepted=verdict[0], reason=verdict[1]))
+    return candidates
+
+
+def _choose(candidates: list[Candidate], settings: OptimizeSettings, log) -> str:
+    """The accepted candidate with the lowest latency relative to fp32 (geometric mean over batch sizes).
+
+    Unless the user accepts batch deviation, batch-invariant candidates are
+    preferred: a cached answer must not depend on what it was batched with.
+    fp32 is always accepted and batch-invariant, so there is always a choice.
+    """
+    accepted = [c for c in candidates if c.accepted]
+    invariant = [c for c in accepted if (c.measurement.batch_deviation or 0) < settings.batch_invariant_below]
+    baseline = candidates[0].measurement.latency_ms
+
+    def relative_latency(candidate: Candidate) -> float:
+        return float(np.exp(np.mean([np.log(candidate.measurement.latency_ms[b] / baseline[b]) for b in baseline])))
+
+    fastest = min(accepted, key=relative_latency)
+    best = fastest if settings.accept_batch_deviation else min(invariant or accepted, key=relative_latency)
+    if fastest is not best:
+        log(f"{fastest.name} is faster but its answers move with their batch (deviation "
+            f"{fastest.measurement.batch_deviation:.2e}); shipping batch-invariant {best.name} instead "
+            "(accept_batch_deviation allows it)")
+    return best.name
 
 
 def _exporter(source: ModelSource) -> str:

@@ -86,3 +86,42 @@ def quantize_int8_dynamic(
         "weight_type": "QInt8", "per_channel": per_channel, "reduce_range": reduce_range,
         "per_channel_nodes": ",".join(plan.per_channel), "float_nodes": ",".join(plan.keep_float),
     })
+
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def quantize_int8_static(
+    prepared: Path, target: Path, calibration_feeds: list[dict], method: str = "minmax", per_channel: bool = True,
+    nodes_to_exclude: tuple[str, ...] = (),
+) -> Step:
+    """Static INT8 in QDQ format (S8S8): activation scales fixed from calibration data, so an input's
+    answer never depends on what it is batched with. Feeds must share one shape (entropy and
+    percentile calibration stack them)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
+    )
+    from tqdm.auto import tqdm
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise ValueError(f"calibration method: expected one of {', '.join(methods)}, got {method!r}")
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = iter(tqdm(calibration_feeds, desc=f"calibrating ({method})", unit="batch", leave=False))
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    quantize_static(
+        str(prepared), str(target), Feeds(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
+        nodes_to_exclude=list(nodes_to_exclude),
+    )
+    return Step(name="quantize_int8_static", settings={
+        "format": "QDQ", "activations": "QInt8", "weights": "QInt8", "per_channel": per_channel,
+        "calibration_method": method, "calibration_batches": len(calibration_feeds),
+        "float_nodes": ",".join(nodes_to_exclude),
+    })

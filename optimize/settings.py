@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+CANDIDATES = ("int8_dynamic", "int8_static", "pruned", "pruned_int8_static", "sparse", "distilled")
 
 
 class OptimizeSettings(BaseSettings):
@@ -30,5 +35,51 @@ class OptimizeSettings(BaseSettings):
     int8_candidates: bool = Field(
         True, description="embedding models: build and measure int8 candidates (off: ship fp32 at once)"
     )
+    candidates: tuple[str, ...] = Field(
+        ("int8_dynamic",), description="candidates to build besides fp32: int8_dynamic, int8_static, pruned, "
+        "pruned_int8_static, sparse, distilled (see optimize/candidates.py)",
+    )
+    auto: bool = Field(
+        False, description="build every candidate that applies, time each at batch sizes 1..serving_max_batch_size, "
+        "ship the fastest within tolerance that is not slower than fp32",
+    )
+    serving_max_batch_size: int = Field(32, ge=1, description="largest batch the server will run (auto mode)")
+    accept_batch_deviation: bool = Field(
+        False, description="auto mode: let a candidate whose answers move with their batch (dynamic int8) win "
+        "over a batch-invariant one",
+    )
+    batch_invariant_below: float = Field(
+        1e-4, gt=0, description="a candidate whose batch deviation is under this counts as batch-invariant"
+    )
+    calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
+        "minmax", description="static int8: how activation ranges are chosen from calibration data"
+    )
+    static_per_channel: bool = Field(True, description="static int8: one weight scale per output channel")
+    prune_ratio: float = Field(0.5, gt=0, lt=1, description="structured pruning: share of hidden units removed")
+    sparsity: float = Field(0.75, gt=0, lt=1, description="magnitude pruning: share of weights zeroed")
+    fine_tune_epochs: int = Field(10, ge=0, description="epochs of fine-tuning after pruning")
+    fine_tune_lr: float = Field(1e-3, gt=0, description="learning rate for fine-tuning")
+    student_ratio: float = Field(
+        0.75, gt=0, lt=1, description="distillation: share of hidden units the default student lacks"
+    )
+    distill_temperature: float = Field(4.0, gt=0, description="distillation: softmax temperature")
+    distill_alpha: float = Field(0.7, ge=0, le=1, description="distillation: weight of the soft-target loss")
+    distill_epochs: int = Field(30, ge=1, description="distillation: training epochs")
     quantize_per_channel: bool = Field(False, description="int8: one scale per output channel")
     quantize_reduce_range: bool = Field(False, description="int8: 7-bit weights (for CPUs without VNNI)")
+
+    @field_validator("candidates")
+    @classmethod
+    def _known_candidates(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in names if name not in CANDIDATES]
+        if unknown:
+            raise ValueError(f"unknown candidate(s) {', '.join(unknown)}; expected any of {', '.join(CANDIDATES)}")
+        return names
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Auto mode: powers of two from 1 to the serving maximum (and the maximum itself)."""
+        if not self.auto:
+            return self.latency_batch_sizes
+        sizes = [1 << k for k in range(self.serving_max_batch_size.bit_length()) if 1 << k < self.serving_max_batch_size]
+        return (*sizes, self.serving_max_batch_size)

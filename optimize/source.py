@@ -34,7 +34,18 @@ class ModelSource:
     input_name: str = "input"
     output_name: str = "logits"
     onnx_file: Path | None = None
+    train_inputs: np.ndarray | None = None  # for fine-tuning after pruning, and distillation
+    train_labels: np.ndarray | None = None
+    calibration_inputs: np.ndarray | None = None  # static quantization; default: the training inputs
+    student: "torch.nn.Module | None" = None  # distillation; default: the model with 75% of hidden units removed
     prior_steps: tuple[Step, ...] = ()  # what was done before the optimizer got the model (e.g. Keras pruning)
+
+    @property
+    def calibration(self) -> np.ndarray:
+        for candidate in (self.calibration_inputs, self.train_inputs, self.validation_inputs):
+            if candidate is not None:
+                return candidate
+        raise AssertionError("validation_inputs is required")
 
     def __post_init__(self) -> None:
         if (self.module is None) == (self.onnx_file is None):

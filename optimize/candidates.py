@@ -1,0 +1,159 @@
+"""Candidate builders for classifiers: each makes one ONNX variant of the fp32 export.
+
+| name | what | needs |
+|---|---|---|
+| int8_dynamic | onnxruntime dynamic int8 (scales per batch at run time) | - |
+| int8_static | onnxruntime static int8, QDQ, calibrated (fixed scales) | calibration data |
+| pruned | structured pruning (neurons/channels removed), fine-tuned, re-exported | nn.Sequential, training data |
+| pruned_int8_static | the pruned model, then static int8 | as both |
+| sparse | global magnitude pruning, fine-tuned, zeros made permanent | PyTorch module, training data |
+| distilled | a smaller student trained on the teacher's soft targets | PyTorch module, training data |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from optimize.export import OPSET, check_parity, export_onnx
+from optimize.manifest import Step
+from optimize.prune import count_parameters, gzip_size, magnitude_prune, structured_prune
+from optimize.quantize import prepare, quantize_int8_dynamic, quantize_int8_static
+from optimize.settings import OptimizeSettings
+from optimize.source import ModelSource
+from optimize.train import distill, fit
+
+CALIBRATION_BATCH = 32
+
+
+@dataclass
+class Built:
+    path: Path
+    steps: list[Step]
+
+
+@dataclass
+class Workspace:
+    source: ModelSource
+    fp32: Built
+    work: Path
+    settings: OptimizeSettings
+    log: Callable[[str], None]
+    built: dict[str, Built] = field(default_factory=dict)
+
+
+def not_applicable(name: str, source: ModelSource) -> str | None:
+    """Why a candidate cannot be built for this source, or None."""
+    needs_module = name in ("pruned", "pruned_int8_static", "sparse", "distilled")
+    if needs_module and source.module is None:
+        return "needs a PyTorch module (the model came as an ONNX file)"
+    if needs_module and source.train_inputs is None:
+        return "needs training data for fine-tuning"
+    if name.startswith("pruned") or (name == "distilled" and source.student is None):
+        import torch
+
+        if not isinstance(source.module, torch.nn.Sequential):
+            return "structured pruning handles nn.Sequential models"
+    return None
+
+
+def int8_dynamic(ws: Workspace) -> Built:
+    s = ws.settings
+    target = ws.work / "int8_dynamic.onnx"
+    step = quantize_int8_dynamic(_prepared(ws, ws.fp32.path), target, s.quantize_per_channel, s.quantize_reduce_range)
+    return Built(target, [*ws.fp32.steps, step])
+
+
+def int8_static(ws: Workspace, base: Built | None = None, name: str = "int8_static") -> Built:
+    base = base or ws.fp32
+    target = ws.work / f"{name}.onnx"
+    step = quantize_int8_static(_prepared(ws, base.path), target, _calibration_feeds(ws.source),
+                                ws.settings.calibration_method, ws.settings.static_per_channel)
+    return Built(target, [*base.steps, step])
+
+
+def pruned(ws: Workspace) -> Built:
+    s, source = ws.settings, ws.source
+    smaller = structured_prune(source.module, s.prune_ratio)
+    fit(smaller, source.train_inputs, source.train_labels, s.fine_tune_epochs, s.fine_tune_lr,
+        f"fine-tuning after {s.prune_ratio:.0%} structured pruning")
+    step = Step(name="prune_structured", settings={
+        "ratio": s.prune_ratio, "criterion": "L1 norm of each output's weights", "fine_tune_epochs": s.fine_tune_epochs,
+        "parameters_before": count_parameters(source.module), "parameters_after": count_parameters(smaller),
+    })
+    path, export = _export(ws, "pruned", smaller)
+    return Built(path, [step, export])
+
+
+def pruned_int8_static(ws: Workspace) -> Built:
+    base = ws.built.get("pruned") or pruned(ws)
+    return int8_static(ws, base, "pruned_int8_static")
+
+
+def sparse(ws: Workspace) -> Built:
+    s, source = ws.settings, ws.source
+    model, sparsity = magnitude_prune(source.module, s.sparsity, lambda m: fit(
+        m, source.train_inputs, source.train_labels, s.fine_tune_epochs, s.fine_tune_lr,
+        f"fine-tuning at {s.sparsity:.0%} sparsity"))
+    path, export = _export(ws, "sparse", model)
+    dense, zeros = gzip_size(ws.fp32.path.read_bytes()), gzip_size(path.read_bytes())
+    step = Step(name="prune_magnitude", settings={
+        "method": "global L1 unstructured, then prune.remove", "target_sparsity": s.sparsity,
+        "measured_sparsity": round(sparsity, 4), "fine_tune_epochs": s.fine_tune_epochs,
+        "gzip_bytes_dense": dense, "gzip_bytes_sparse": zeros,
+        "note": "zeros only shrink the compressed file; dense runtimes run them at full cost (no speedup)",
+    })
+    return Built(path, [step, export])
+
+
+def distilled(ws: Workspace) -> Built:
+    s, source = ws.settings, ws.source
+    student = source.student or structured_prune(source.module, s.student_ratio)
+    distill(source.module, student, source.train_inputs, source.train_labels, s.distill_epochs,
+            s.distill_temperature, s.distill_alpha)
+    step = Step(name="distill", settings={
+        "temperature": s.distill_temperature, "alpha": s.distill_alpha, "epochs": s.distill_epochs,
+        "teacher_parameters": count_parameters(source.module), "student_parameters": count_parameters(student),
+        "student": "given" if source.student is not None else f"teacher with {s.student_ratio:.0%} of hidden units removed",
+    })
+    path, export = _export(ws, "distilled", student)
+    return Built(path, [step, export])
+
+
+BUILDERS: dict[str, Callable[[Workspace], Built]] = {
+    "int8_dynamic": int8_dynamic, "int8_static": int8_static, "pruned": pruned,
+    "pruned_int8_static": pruned_int8_static, "sparse": sparse, "distilled": distilled,
+}
+
+
+def _export(ws: Workspace, name: str, module) -> tuple[Path, Step]:
+    import onnxruntime as ort
+
+    source = dataclasses.replace(ws.source, module=module, onnx_file=None)
+    path = ws.work / f"{name}.onnx"
+    export_onnx(source, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {source.input_name: source.validation_inputs})[0]
+    difference = check_parity(source, outputs, ws.settings.parity_tolerance)
+    export = Step(name="export_onnx", settings={"exporter": "torch.onnx.export(dynamo=True)", "opset": OPSET,
+                                                "parity_max_abs_diff": difference})
+    return path, export
+
+
+def _prepared(ws: Workspace, model: Path) -> Path:
+    prepared = model.with_suffix(".prepared.onnx")
+    if not prepared.exists():
+        prepare(model, prepared)
+    return prepared
+
+
+def _calibration_feeds(source: ModelSource) -> list[dict[str, np.ndarray]]:
+    """Equal-size batches (entropy and percentile calibration stack them) from the calibration data."""
+    data = source.calibration
+    usable = max(CALIBRATION_BATCH, len(data) // CALIBRATION_BATCH * CALIBRATION_BATCH)
+    data = np.resize(data, (usable, *data.shape[1:])).astype(data.dtype)
+    return [{source.input_name: data[i : i + CALIBRATION_BATCH]} for i in range(0, usable, CALIBRATION_BATCH)]
