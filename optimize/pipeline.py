@@ -49,7 +49,7 @@ def optimize_model(
         candidates = [c.model_copy(update={"steps": tuple(built[c.name].steps)}) for c in _judge(measurements, settings)]
         for candidate in candidates:
             log(describe_candidate(candidate))
-        chosen = _choose(candidates, settings, log)
+        chosen = choose_candidate(candidates, settings, log)
         shutil.copyfile(built[chosen].path, out_dir / "model.onnx")
     manifest = Manifest(
         name=source.name, version=source.version, sha256=sha256_of(out_dir / "model.onnx"),
@@ -128,7 +128,7 @@ def _judge(measurements: dict[str, Measurement], settings: OptimizeSettings) -> 
     return candidates
 
 
-def _choose(candidates: list[Candidate], settings: OptimizeSettings, log) -> str:
+def choose_candidate(candidates: list[Candidate], settings: OptimizeSettings, log) -> str:
     """The accepted candidate with the lowest latency relative to fp32 (geometric mean over batch sizes).
 
     Unless the user accepts batch deviation, batch-invariant candidates are

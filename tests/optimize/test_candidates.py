@@ -7,7 +7,7 @@ import pytest
 
 from optimize.candidates import BUILDERS
 from optimize.manifest import Candidate, Measurement, load_verified
-from optimize.pipeline import _choose
+from optimize.pipeline import choose_candidate
 from optimize.prune import count_parameters, magnitude_prune, structured_prune, weight_sparsity
 from optimize.settings import CANDIDATES, OptimizeSettings
 
@@ -63,9 +63,9 @@ CHOICES = [
 
 
 def test_batch_invariant_candidates_win_unless_deviation_is_accepted():
-    assert _choose(CHOICES, OptimizeSettings(), log=lambda _: None) == "int8_static"
-    assert _choose(CHOICES, OptimizeSettings(accept_batch_deviation=True), log=lambda _: None) == "int8_dynamic"
-    assert _choose(CHOICES[:2], OptimizeSettings(), log=lambda _: None) == "fp32"
+    assert choose_candidate(CHOICES, OptimizeSettings(), log=lambda _: None) == "int8_static"
+    assert choose_candidate(CHOICES, OptimizeSettings(accept_batch_deviation=True), log=lambda _: None) == "int8_dynamic"
+    assert choose_candidate(CHOICES[:2], OptimizeSettings(), log=lambda _: None) == "fp32"
 
 
 @pytest.fixture(scope="module")
