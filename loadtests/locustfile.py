@@ -68,8 +68,8 @@ def _add_options(parser) -> None:
 
 
 @events.init.add_listener
-def _install_shape(environment, **_kwargs) -> None:
-    """--shape step|spike: install the shape now that options are parsed (it needs -u and -t)."""
+def _apply_options(environment, **_kwargs) -> None:
+    """Once options are parsed: the client timeout, and for --shape step|spike the shape (it needs -u, -t)."""
     options = environment.parsed_options
     for user_class in (InferUser, BadInputUser):
         user_class.network_timeout = options.request_timeout_s

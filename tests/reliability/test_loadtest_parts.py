@@ -111,7 +111,8 @@ def test_ledger_writes_one_row_per_answer(tmp_path):
     ledger.answered("bad:empty_body", 400, 1.5, 101.0)
     ledger.write(tmp_path / "run")
     rows = np.load(tmp_path / "run.npz")
-    assert rows["status"].tolist() == [200, 400] and rows["names"][rows["name"]].tolist() == ["digits", "bad:empty_body"]
+    assert rows["status"].tolist() == [200, 400]
+    assert rows["names"][rows["name"]].tolist() == ["digits", "bad:empty_body"]
     assert orjson.loads((tmp_path / "run.json").read_bytes())["answers"]["digits"] == {"200": 1}
 
 
