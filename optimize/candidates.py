@@ -8,6 +8,7 @@
 | pruned_int8_static | the pruned model, then static int8 | as both |
 | sparse | global magnitude pruning, fine-tuned, zeros made permanent | PyTorch module, training data |
 | distilled | a smaller student trained on the teacher's soft targets | PyTorch module, training data |
+| torch_int8_static | PyTorch's static int8 (FX, x86/qnnpack), as TorchScript | PyTorch module |
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ class Workspace:
 
 def not_applicable(name: str, source: ModelSource) -> str | None:
     """Why a candidate cannot be built for this source, or None."""
-    needs_module = name in ("pruned", "pruned_int8_static", "sparse", "distilled")
+    needs_module = name in ("pruned", "pruned_int8_static", "sparse", "distilled", "torch_int8_static")
     if needs_module and source.module is None:
         return "needs a PyTorch module (the model came as an ONNX file)"
+    if name == "torch_int8_static":
+        return None if _fx_traceable(source.module) else "PyTorch FX quantization needs an FX-traceable nn.Module"
     if needs_module and source.train_inputs is None:
         return "needs training data for fine-tuning"
     if name.startswith("pruned") or (name == "distilled" and source.student is None):
@@ -124,9 +127,30 @@ def distilled(ws: Workspace) -> Built:
     return Built(path, [step, export])
 
 
+def torch_int8_static(ws: Workspace) -> Built:
+    from optimize.torch_quantize import quantize_torch_static
+
+    target = ws.work / "torch_int8_static.pt"
+    step = quantize_torch_static(ws.source.module, ws.source.calibration, ws.settings.torch_backend, target)
+    return Built(target, [step])
+
+
+def _fx_traceable(module) -> bool:
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        return False
+    try:
+        torch.fx.symbolic_trace(module)
+    except Exception:  # noqa: BLE001 - FX raises many kinds of errors for untraceable code
+        return False
+    return True
+
+
 BUILDERS: dict[str, Callable[[Workspace], Built]] = {
     "int8_dynamic": int8_dynamic, "int8_static": int8_static, "pruned": pruned,
     "pruned_int8_static": pruned_int8_static, "sparse": sparse, "distilled": distilled,
+    "torch_int8_static": torch_int8_static,
 }
 
 

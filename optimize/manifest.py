@@ -93,7 +93,9 @@ class Manifest(_Strict):
     format_version: int = FORMAT_VERSION
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    runtime: Literal["onnxruntime"] = "onnxruntime"
+    runtime: Literal["onnxruntime", "torchscript"] = Field(
+        "onnxruntime", description="what runs model_file: onnxruntime (.onnx) or PyTorch's TorchScript (.pt)"
+    )
     model_file: str = "model.onnx"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     inputs: tuple[TensorSpec, ...] = Field(description="the model file's own inputs")

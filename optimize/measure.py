@@ -44,7 +44,8 @@ def interleaved_latency_ms(
     for batch_size in tqdm(batch_sizes, desc="timing candidates", unit="batch size", leave=False):
         batch = feed(batch_size)
         for session in sessions.values():
-            session.run(None, batch)  # warm-up
+            for _ in range(3):  # warm-up (TorchScript's profiling executor optimizes on its second call)
+                session.run(None, batch)
         for _ in range(repeats):
             for name, session in sessions.items():
                 start = time.perf_counter()

@@ -44,15 +44,17 @@ def optimize_model(
     with tempfile.TemporaryDirectory(prefix="optiserve-") as work:
         workspace = Workspace(source, _export_fp32(source, Path(work), settings, log), Path(work), settings, log)
         built = {"fp32": workspace.fp32, **_build_candidates(workspace)}
-        sessions = {name: measure.open_session(b.path) for name, b in built.items()}
+        sessions = {name: _open(b.path, source) for name, b in built.items()}
         measurements = _measure(sessions, built, source, settings, log)
         candidates = [c.model_copy(update={"steps": tuple(built[c.name].steps)}) for c in _judge(measurements, settings)]
         for candidate in candidates:
             log(describe_candidate(candidate))
         chosen = choose_candidate(candidates, settings, log)
-        shutil.copyfile(built[chosen].path, out_dir / "model.onnx")
+        model_file = "model.pt" if built[chosen].path.suffix == ".pt" else "model.onnx"
+        shutil.copyfile(built[chosen].path, out_dir / model_file)
     manifest = Manifest(
-        name=source.name, version=source.version, sha256=sha256_of(out_dir / "model.onnx"),
+        name=source.name, version=source.version, sha256=sha256_of(out_dir / model_file),
+        runtime="torchscript" if model_file == "model.pt" else "onnxruntime", model_file=model_file,
         inputs=tensor_specs(sessions[chosen].get_inputs()), outputs=tensor_specs(sessions[chosen].get_outputs()),
         metric="top1", steps=(*source.prior_steps, *built[chosen].steps), before=measurements["fp32"],
         after=measurements[chosen], candidates=tuple(candidates),
@@ -60,10 +62,20 @@ def optimize_model(
         tool_versions=tool_versions(), created_at=datetime.datetime.now(datetime.UTC).isoformat(),
     )
     write_manifest(manifest, out_dir)
-    log(f"wrote {out_dir / 'model.onnx'} ({chosen}) and {out_dir / 'manifest.json'}")
+    log(f"wrote {out_dir / model_file} ({chosen}) and {out_dir / 'manifest.json'}")
     report = write_report(manifest, out_dir)
     log(f"report: {', '.join(path.name for path in report)}")
     return manifest
+
+
+def _open(path: Path, source: ModelSource):
+    """An onnxruntime session, or for a TorchScript candidate an adapter with the same API."""
+    if path.suffix != ".pt":
+        return measure.open_session(path)
+    from optimize.torch_quantize import TorchScriptSession
+
+    classes = int(measure.run(measure.open_session(path.with_name("fp32.onnx")), source.example_input[:1]).shape[1])
+    return TorchScriptSession(path, source.input_name, source.output_name, source.example_input.shape[1:], classes)
 
 
 def _export_fp32(source: ModelSource, work: Path, settings: OptimizeSettings, log) -> Built:
@@ -131,8 +143,9 @@ def _judge(measurements: dict[str, Measurement], settings: OptimizeSettings) -> 
 def choose_candidate(candidates: list[Candidate], settings: OptimizeSettings, log) -> str:
     """The accepted candidate with the lowest latency relative to fp32 (geometric mean over batch sizes).
 
-    Unless the user accepts batch deviation, batch-invariant candidates are
-    preferred: a cached answer must not depend on what it was batched with.
+    In auto mode, unless the user accepts batch deviation, batch-invariant
+    candidates are preferred: a cached answer must not depend on what it was
+    batched with.
     fp32 is always accepted and batch-invariant, so there is always a choice.
     """
     accepted = [c for c in candidates if c.accepted]
@@ -143,7 +156,9 @@ def choose_candidate(candidates: list[Candidate], settings: OptimizeSettings, lo
         return float(np.exp(np.mean([np.log(candidate.measurement.latency_ms[b] / baseline[b]) for b in baseline])))
 
     fastest = min(accepted, key=relative_latency)
-    best = fastest if settings.accept_batch_deviation else min(invariant or accepted, key=relative_latency)
+    if settings.accept_batch_deviation or not settings.auto:  # candidates named by the user: the fastest
+        return fastest.name
+    best = min(invariant or accepted, key=relative_latency)
     if fastest is not best:
         log(f"{fastest.name} is faster but its answers move with their batch (deviation "
             f"{fastest.measurement.batch_deviation:.2e}); shipping batch-invariant {best.name} instead "

@@ -8,7 +8,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-CANDIDATES = ("int8_dynamic", "int8_static", "pruned", "pruned_int8_static", "sparse", "distilled")
+CANDIDATES = (
+    "int8_dynamic", "int8_static", "pruned", "pruned_int8_static", "sparse", "distilled", "torch_int8_static",
+)
 
 
 class OptimizeSettings(BaseSettings):
@@ -53,6 +55,9 @@ class OptimizeSettings(BaseSettings):
     )
     calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
         "minmax", description="static int8: how activation ranges are chosen from calibration data"
+    )
+    torch_backend: Literal["x86", "fbgemm", "qnnpack"] = Field(
+        "x86", description="PyTorch static int8: kernel backend (x86/fbgemm for Intel and AMD, qnnpack for ARM)"
     )
     static_per_channel: bool = Field(True, description="static int8: one weight scale per output channel")
     prune_ratio: float = Field(0.5, gt=0, lt=1, description="structured pruning: share of hidden units removed")

@@ -24,7 +24,7 @@ from serve.cache import ResultCache, cache_key
 from serve.coalesce import Coalescer
 from serve.guards import check_bearer_token, check_element_count, read_body
 from serve.metrics import ServeMetrics
-from serve.model import OnnxModel
+from serve.model import load_model
 from serve.protocol import (
     InferenceRequest, ProtocolError, decode_inputs, encode_response, model_metadata, parse_request,
     requested_outputs, requested_timeout_ms,
@@ -98,7 +98,7 @@ class ModelServer:
     """Serves one artifact: cache, then dynamic batcher, then onnxruntime."""
 
     def __init__(self, artifact_dir: str, settings: ServeSettings, versions: "list[str] | None" = None) -> None:
-        self._model = OnnxModel(Path(artifact_dir), settings.intra_op_threads)
+        self._model = load_model(Path(artifact_dir), settings.intra_op_threads)
         self._versions = versions or [self._model.manifest.version]
         self._token = settings.auth_token.get_secret_value() if settings.auth_token else None
         self._max_body_bytes = settings.max_body_bytes

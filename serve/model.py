@@ -11,6 +11,16 @@ from optimize.manifest import load_verified
 from serve.text import TextEncoder
 
 
+def load_model(artifact_dir: Path, intra_op_threads: int = 1):
+    """Verify the artifact, then load it with the runtime its manifest names."""
+    manifest, model_path = load_verified(Path(artifact_dir))
+    if manifest.runtime == "torchscript":
+        from serve.torch_model import TorchScriptModel
+
+        return TorchScriptModel(manifest, model_path, intra_op_threads)
+    return OnnxModel(Path(artifact_dir), intra_op_threads)
+
+
 class OnnxModel:
     def __init__(self, artifact_dir: Path, intra_op_threads: int = 1) -> None:
         self.manifest, model_path = load_verified(Path(artifact_dir))

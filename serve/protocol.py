@@ -240,7 +240,7 @@ def model_metadata(manifest: Manifest, versions: list[str]) -> dict[str, Any]:
     return {
         "name": manifest.name,
         "versions": versions,
-        "platform": "onnxruntime_onnx",
+        "platform": "pytorch_libtorch" if manifest.runtime == "torchscript" else "onnxruntime_onnx",
         "inputs": tensors(manifest.request_inputs),
         "outputs": tensors(manifest.outputs),
     }

@@ -62,10 +62,16 @@ CHOICES = [
 ]
 
 
-def test_batch_invariant_candidates_win_unless_deviation_is_accepted():
-    assert choose_candidate(CHOICES, OptimizeSettings(), log=lambda _: None) == "int8_static"
-    assert choose_candidate(CHOICES, OptimizeSettings(accept_batch_deviation=True), log=lambda _: None) == "int8_dynamic"
-    assert choose_candidate(CHOICES[:2], OptimizeSettings(), log=lambda _: None) == "fp32"
+def test_in_auto_mode_batch_invariant_candidates_win_unless_deviation_is_accepted():
+    auto = OptimizeSettings(auto=True)
+    assert choose_candidate(CHOICES, auto, log=lambda _: None) == "int8_static"
+    assert choose_candidate(CHOICES[:2], auto, log=lambda _: None) == "fp32"
+    accepting = OptimizeSettings(auto=True, accept_batch_deviation=True)
+    assert choose_candidate(CHOICES, accepting, log=lambda _: None) == "int8_dynamic"
+
+
+def test_candidates_named_by_the_user_compete_on_speed_alone():
+    assert choose_candidate(CHOICES, OptimizeSettings(), log=lambda _: None) == "int8_dynamic"
 
 
 @pytest.fixture(scope="module")
