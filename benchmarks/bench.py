@@ -18,6 +18,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,8 +40,9 @@ CEILING = "ceiling"
 CLIENT = "client"
 
 
-def ensure_artifacts(skip_minilm: bool) -> dict[str, Path]:
-    """The artifacts to benchmark, building digits (and MiniLM, once the repo can) if missing."""
+def ensure_artifacts(skip_minilm: bool, snapshot: Path) -> dict[str, Path]:
+    """The artifacts to benchmark, building them if missing, copied to `snapshot` so that a
+    rebuild in artifacts/ during the run cannot change what is measured."""
     digits = ROOT / "artifacts" / "digits"
     if not (digits / "manifest.json").exists():
         from optimize.demo_digits import trained_digits_classifier
@@ -56,7 +58,7 @@ def ensure_artifacts(skip_minilm: bool) -> dict[str, Path]:
         artifacts["minilm"] = minilm
     else:
         print("MiniLM: artifacts/minilm not there (`make minilm`); benchmarking digits only", file=sys.stderr)
-    return artifacts
+    return {model: Path(shutil.copytree(path, snapshot / model)) for model, path in artifacts.items()}
 
 
 def body_source(model: str, artifact: Path):
@@ -152,9 +154,9 @@ def median_cells(runs: list[dict[int, dict]]) -> dict[int, dict]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    artifacts = ensure_artifacts(args.skip_minilm)
-    systems = [s for s in SYSTEMS if not args.systems or s.key in args.systems]
     logs = Path(tempfile.mkdtemp(prefix="optiserve-bench-"))
+    artifacts = ensure_artifacts(args.skip_minilm, logs / "artifacts")
+    systems = [s for s in SYSTEMS if not args.systems or s.key in args.systems]
     runs: dict[str, dict[str, list]] = {model: {} for model in artifacts}
     failures: list[str] = []
     bodies = {model: body_source(model, artifact) for model, artifact in artifacts.items()}

@@ -71,7 +71,9 @@ def peer_python(peer: str) -> Path:
 def start(system: System, artifact: Path, model: str, log_path: Path, first_body: bytes) -> Running:
     """Start `system` serving `artifact`; return once a real inference request answers 200."""
     if system.peer is None:
-        server = start_server([artifact], log_path, *system.server_args)
+        # RAY_ADDRESS=local: a fresh local Ray even when a `ray start` cluster runs on this host
+        # (optiserve's ray.init() would otherwise join it and fail on _system_config)
+        server = start_server([artifact], log_path, *system.server_args, env={"RAY_ADDRESS": "local"})
         running = Running(f"{server.url}/v2/models/{model}/infer", lambda: stop_server(server), [server.process.pid])
     else:
         running = _start_peer(system.peer, artifact, model, log_path)

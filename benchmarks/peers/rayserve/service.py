@@ -41,7 +41,7 @@ if __name__ == "__main__":
 
     os.environ.pop("RAY_SERVE_ENABLE_HA_PROXY", None)
     os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # replicas import `common`
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)  # never join a `ray start` cluster
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
