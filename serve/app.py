@@ -260,7 +260,8 @@ READY_CACHE_S = 1.0
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
 @serve.ingress(root_api)
 class ServerRoot:
-    """Server-wide KServe V2 routes; anything under /v2/models/ that reaches here is an unknown model."""
+    """Server-wide KServe V2 routes; anything under /v2/models/ that reaches here is an unknown model,
+    or a served one whose application is not running yet (503)."""
 
     def __init__(self, models: list[str], apps: "list[str] | None" = None) -> None:
         self._models = models
@@ -283,6 +284,8 @@ class ServerRoot:
     @root_api.api_route("/v2/models/{name}", methods=["GET", "POST"])
     @root_api.api_route("/v2/models/{name}/{rest:path}", methods=["GET", "POST"])
     async def unknown_model(self, name: str) -> Response:
+        if name in self._models:  # served, but its application has no route: it is being redeployed
+            return error_response(503, f"model {name!r} is not running yet; retry shortly", {"Retry-After": "1"})
         available = ", ".join(self._models) or "none"
         return error_response(404, f"unknown model {name!r}; available models: {available}")
 

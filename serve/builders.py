@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
+from ray.serve.config import BackpressureConfig
 
 from optimize.manifest import load_verified
 from serve.app import ModelServer, ServerRoot
@@ -33,6 +34,10 @@ def build_model_app(
         name=deployment_name(app_name or manifest.name),
         num_replicas=settings.replicas,
         max_ongoing_requests=settings.replica_concurrency,
+        # Requests beyond max_ongoing_requests wait in the replica; past this many more, Ray answers
+        # reject_status with Retry-After at once, before the handler (and its event loop) sees them.
+        max_queued_requests=settings.replica_queue_limit,
+        backpressure_config=BackpressureConfig(status_code=settings.reject_status, retry_after_s=1),
         ray_actor_options={"num_cpus": settings.replica_cpus},
         logging_config={"enable_access_log": settings.access_log},
         user_config=settings.runtime_config.model_dump(),

@@ -14,6 +14,7 @@ _FLAGS = {
     "--cache-max-bytes": ("cache_max_bytes", int), "--max-queue-size": ("max_queue_size", int),
     "--request-timeout-ms": ("request_timeout_ms", float), "--reject-status": ("reject_status", int),
     "--intra-op-threads": ("intra_op_threads", int), "--replica-cpus": ("replica_cpus", float),
+    "--max-queued-requests": ("max_queued_requests", int), "--max-ongoing-requests": ("max_ongoing_requests", int),
 }
 
 

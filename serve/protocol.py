@@ -136,7 +136,7 @@ def _decode_tensor(tensor: RequestInput, spec: TensorSpec, raw: bytes | None) ->
         if len(raw) != expected_count * target.itemsize:
             raise ProtocolError(400, f"{where}: shape {list(tensor.shape)} of {spec.datatype} needs "
                                      f"{expected_count * target.itemsize} binary bytes, got {len(raw)}")
-        return np.frombuffer(raw, dtype=target.newbyteorder("<")).astype(target).reshape(tensor.shape)
+        return _finite(np.frombuffer(raw, dtype=target.newbyteorder("<")).astype(target).reshape(tensor.shape), where)
     if tensor.data is None:
         raise ProtocolError(400, f"{where}: expected 'data', or parameters.binary_data_size with binary data")
     try:
@@ -149,7 +149,17 @@ def _decode_tensor(tensor: RequestInput, spec: TensorSpec, raw: bytes | None) ->
     if values.size != expected_count:
         raise ProtocolError(400, f"{where}: shape {list(tensor.shape)} needs {expected_count} values, "
                                  f"got {values.size}")
-    return values.astype(target, copy=False).reshape(tensor.shape)
+    with np.errstate(over="ignore"):  # values beyond the datatype's range become inf: reported below
+        return _finite(values.astype(target, copy=False).reshape(tensor.shape), where)
+
+
+def _finite(array: np.ndarray, where: str) -> np.ndarray:
+    """Refuse NaN and Inf (and values that overflowed the datatype): the model's answer would be NaN."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        index = int(np.flatnonzero(~np.isfinite(array.ravel()))[0])
+        raise ProtocolError(400, f"{where}: expected finite numbers within {array.dtype.name} range, got "
+                                 f"{array.ravel()[index]} at flat index {index}")
+    return array
 
 
 def _decode_strings(tensor: RequestInput, raw: bytes | None) -> np.ndarray:

@@ -63,6 +63,10 @@ class ServeSettings(BaseSettings):
     max_ongoing_requests: int = Field(
         0, ge=0, description="Ray Serve's per-replica concurrency cap; 0 means 4 x max_batch_size"
     )
+    max_queued_requests: int = Field(
+        0, ge=0, description="requests a replica holds beyond max_ongoing_requests before Ray rejects at once "
+        "with reject_status; 0 means max_ongoing_requests",
+    )
     cache_max_bytes: int = RuntimeConfig.model_fields["cache_max_bytes"]
     cache_ttl_s: float | None = RuntimeConfig.model_fields["cache_ttl_s"]
     max_queue_size: int = RuntimeConfig.model_fields["max_queue_size"]
@@ -110,3 +114,7 @@ class ServeSettings(BaseSettings):
     @property
     def replica_concurrency(self) -> int:
         return self.max_ongoing_requests or 4 * self.max_batch_size
+
+    @property
+    def replica_queue_limit(self) -> int:
+        return self.max_queued_requests or self.replica_concurrency

@@ -30,9 +30,26 @@ def test_a_full_queue_answers_503_with_retry_after_and_serves_the_rest(small_que
     assert statuses[200] > 0
     for status, headers, answer in answers:
         if status == 503:
-            assert {k.lower(): v for k, v in headers.items()}.get("retry-after") == "1" and "server busy" in answer["error"]
+            assert {k.lower(): v for k, v in headers.items()}.get("retry-after") == "1"
+            # the batcher's queue (JSON), or Ray's own per-replica queue limit, before the handler (text)
+            assert "server busy" in answer.get("error", "") or "dropped due to backpressure" in answer.get("text", "")
         else:
             assert answer["outputs"][0]["shape"] == [1, 10]
+
+
+def test_requests_beyond_the_replica_queue_are_refused_before_the_handler(digits_artifact, tmp_path):
+    """max_queued_requests: Ray answers at once, so overload cannot build an unbounded queue."""
+    server = start_server([digits_artifact], tmp_path / "server.log", "--max-ongoing-requests", "2",
+                          "--max-batch-size", "1", "--max-queued-requests", "1", "--cache-max-bytes", "0")
+    try:
+        rows = np.random.default_rng(1).random((200, 64), dtype=np.float32)
+        answers = post_all_with_headers(f"{server.url}/v2/models/digits/infer",
+                                        [infer_body(rows[i : i + 1]) for i in range(len(rows))], 48)
+    finally:
+        stop_server(server)
+    statuses = Counter(status for status, _, _ in answers)
+    assert len(answers) == 200 and set(statuses) <= {200, 503} and statuses[200] > 0, statuses
+    assert any("dropped due to backpressure" in answer.get("text", "") for _, _, answer in answers), statuses
 
 
 def test_a_request_past_its_deadline_gets_504(small_queue_server):

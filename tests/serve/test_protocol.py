@@ -123,3 +123,18 @@ def test_broken_binary_strings_are_client_errors(raw, expected):
 def test_text_data_must_be_strings_of_the_declared_count(data, expected):
     with pytest.raises(ProtocolError, match=expected):
         decode_text({"shape": [2], "data": data})
+
+
+@pytest.mark.parametrize("bad, shown", [("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf"), ("1e39", "inf")])
+def test_nan_inf_and_overflowing_values_are_client_errors(bad, shown):
+    raw = b'{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[0,1,' + bad.encode() + b',3]}]}'
+    with pytest.raises(ProtocolError, match=f"expected finite numbers within float32 range, got {shown} at flat index 2"):
+        decode(raw)
+
+
+def test_nan_in_binary_data_is_a_client_error():
+    raw = np.array([0, np.nan, 0, 0], dtype="<f4").tobytes()
+    request = parse_request(json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                                                    "parameters": {"binary_data_size": 16}}]}).encode())
+    with pytest.raises(ProtocolError, match="got nan at flat index 1"):
+        decode_inputs(request, MANIFEST, {"input": raw})
