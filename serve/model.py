@@ -38,5 +38,9 @@ class OnnxModel:
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run every output for a batch of request inputs (strings are tokenized first)."""
         if self._text is not None:
-            inputs = self._text.encode(inputs[self.manifest.text_input.name])
+            if len(self.output_names) != 1:
+                raise ValueError(f"text models: expected one output, {self.manifest.name} has {self.output_names}")
+            texts = inputs[self.manifest.text_input.name]
+            return {self.output_names[0]: self._text.run_grouped(
+                texts, lambda feed: self._session.run(self.output_names, feed)[0])}
         return dict(zip(self.output_names, self._session.run(self.output_names, inputs)))

@@ -1,31 +1,67 @@
-"""Strings to token ids inside the replica, padded to the longest string of each batch.
+"""Strings to token ids inside the replica, in length-sorted groups padded to their longest.
 
 Tokenizing in the batch (not per request) lets requests of any length share
-one model call: every row is padded to the batch's longest and masked, so an
-answer does not depend on its neighbours beyond float rounding.
+one model call. Padding a whole batch to its longest sentence wastes compute
+on pad tokens (on a CPU, often more than batching saves), so the batch is
+sorted by length and cut into groups whose padded size stays within a token
+budget; each group runs padded to its own longest, masked, and the rows go
+back in request order. An answer does not depend on its neighbours beyond
+float rounding (or the manifest's batch_deviation for dynamic int8).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from optimize.manifest import TextInput
 
+Feed = dict[str, np.ndarray]
+TOKEN_BUDGET = 256  # padded tokens per model call; measured: benchmarks in docs/BENCHMARKS.md ("Text batching")
+
 
 class TextEncoder:
-    def __init__(self, artifact_dir: Path, spec: TextInput) -> None:
+    def __init__(self, artifact_dir: Path, spec: TextInput, token_budget: int = TOKEN_BUDGET) -> None:
         self._spec = spec
+        self._budget = token_budget
         self._tokenizer = Tokenizer.from_file(str(Path(artifact_dir) / spec.tokenizer_file))
         self._tokenizer.enable_truncation(spec.max_length)
-        self._tokenizer.enable_padding()  # to the longest in each encode_batch call
+        self._tokenizer.no_padding()
 
-    def encode(self, texts: np.ndarray) -> dict[str, np.ndarray]:
-        """One row per string: token ids and attention mask, shape [len(texts), longest]."""
-        encodings = self._tokenizer.encode_batch(list(texts.ravel()))
-        return {
-            self._spec.ids_input: np.array([e.ids for e in encodings], dtype=np.int64),
-            self._spec.mask_input: np.array([e.attention_mask for e in encodings], dtype=np.int64),
-        }
+    def encode(self, texts: np.ndarray) -> Feed:
+        """All strings as one call's inputs: token ids and attention mask, shape [len(texts), longest]."""
+        ids = [e.ids for e in self._tokenizer.encode_batch(list(texts.ravel()))]
+        return self._padded(ids, range(len(ids)))
+
+    def run_grouped(self, texts: np.ndarray, run: Callable[[Feed], np.ndarray]) -> np.ndarray:
+        """`run` over length-sorted groups of the strings; outputs reassembled in the strings' order."""
+        ids = [e.ids for e in self._tokenizer.encode_batch(list(texts.ravel()))]
+        results: list[np.ndarray | None] = [None] * len(ids)
+        for group in self._groups(ids):
+            for row, output in zip(group, run(self._padded(ids, group))):
+                results[row] = output
+        return np.stack(results)
+
+    def _groups(self, ids: list[list[int]]) -> Iterator[list[int]]:
+        order = sorted(range(len(ids)), key=lambda row: len(ids[row]))
+        group: list[int] = []
+        for row in order:  # ascending length: the newest row is the group's longest
+            if group and (len(group) + 1) * len(ids[row]) > self._budget:
+                yield group
+                group = []
+            group.append(row)
+        if group:
+            yield group
+
+    def _padded(self, ids: list[list[int]], rows) -> Feed:
+        rows = list(rows)
+        longest = max(len(ids[row]) for row in rows)
+        token_ids = np.zeros((len(rows), longest), dtype=np.int64)  # 0 is [PAD] for BERT vocabularies
+        mask = np.zeros((len(rows), longest), dtype=np.int64)
+        for index, row in enumerate(rows):
+            token_ids[index, : len(ids[row])] = ids[row]
+            mask[index, : len(ids[row])] = 1
+        return {self._spec.ids_input: token_ids, self._spec.mask_input: mask}

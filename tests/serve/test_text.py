@@ -1,0 +1,54 @@
+"""Tokenizing in the replica: length-sorted groups within a token budget, answers back in request order."""
+
+import numpy as np
+import pytest
+
+from optimize.manifest import TextInput
+from serve.text import TextEncoder
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir():
+    from optimize.demo_minilm import minilm_path
+
+    return minilm_path()
+
+
+def encoder(directory, budget):
+    return TextEncoder(directory, TextInput(tokenizer_sha256="0" * 64, max_length=256), token_budget=budget)
+
+
+def texts(*items):
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+SENTENCES = texts("a", "a much longer sentence with many more words in it than the others", "mid length one here",
+                  "", "short two", "word " * 300)
+
+
+def test_grouped_answers_come_back_in_request_order_and_match_one_at_a_time(tokenizer_dir):
+    calls = []
+
+    def token_sums(feed):  # a stand-in model: each row's sum of real token ids
+        calls.append(feed["input_ids"].shape)
+        return (feed["input_ids"] * feed["attention_mask"]).sum(axis=1, keepdims=True)
+
+    small = encoder(tokenizer_dir, budget=64)
+    grouped = small.run_grouped(SENTENCES, token_sums)
+    alone = np.concatenate([token_sums(small.encode(texts(s))) for s in SENTENCES])
+    np.testing.assert_array_equal(grouped, alone)
+    grouped_calls = calls[: len(calls) - len(SENTENCES)]
+    assert len(grouped_calls) > 1, "a small budget must split the batch"
+    assert all(rows * longest <= 64 or rows == 1 for rows, longest in grouped_calls)
+
+
+def test_long_strings_are_truncated_to_max_length(tokenizer_dir):
+    feed = encoder(tokenizer_dir, budget=4096).encode(texts("word " * 300))
+    assert feed["input_ids"].shape == (1, 256) and feed["attention_mask"].sum() == 256
+
+
+def test_padding_is_masked(tokenizer_dir):
+    feed = encoder(tokenizer_dir, budget=4096).encode(texts("a", "two words"))
+    assert feed["attention_mask"].tolist()[0][-1] == 0 and feed["input_ids"][0, -1] == 0
