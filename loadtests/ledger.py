@@ -23,6 +23,7 @@ class Ledger:
     def __init__(self) -> None:
         self.sent: Counter[str] = Counter()
         self.abandoned: Counter[str] = Counter()
+        self.abandoned_reasons: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.in_flight: Counter[str] = Counter()
         self.answers: defaultdict[str, Counter[int]] = defaultdict(Counter)
         self.no_answer_reasons: defaultdict[str, Counter[str]] = defaultdict(Counter)
@@ -36,8 +37,9 @@ class Ledger:
         self.in_flight[name] += 1
         try:
             yield
-        except BaseException:  # cancelled (e.g. the greenlet was killed at shutdown) or failed in the client
+        except BaseException as error:  # cancelled (the greenlet was killed at shutdown) or failed in the client
             self.abandoned[name] += 1
+            self.abandoned_reasons[name][type(error).__name__] += 1
             raise
         finally:
             self.in_flight[name] -= 1
@@ -66,6 +68,7 @@ class Ledger:
                         for name, counts in self.answers.items()},
             "no_answer_reasons": {name: dict(reasons) for name, reasons in self.no_answer_reasons.items()},
             "abandoned": dict(+self.abandoned),
+            "abandoned_reasons": {name: dict(reasons) for name, reasons in self.abandoned_reasons.items()},
             "in_flight": dict(+self.in_flight),
             "lost": self.lost(),
             "written_at": time.time(),

@@ -79,11 +79,11 @@ class LoadRun:
     def check_nothing_lost(self) -> None:
         """Every request sent got exactly one answer (an HTTP status, or a recorded connection error)."""
         sent, answers = self.summary["sent"], self.summary["answers"]
+        assert not self.summary["lost"], f"requests without an answer: {self.summary}"
+        assert not self.summary["abandoned"], f"requests cut off in the client: {self.summary}"
         for name, count in sent.items():
             answered = sum(answers.get(name, {}).values())
-            assert answered == count, f"{name}: sent {count} requests, got {answered} answers ({answers.get(name)})"
-        assert not self.summary["lost"], f"requests without an answer: {self.summary['lost']}"
-        assert not self.summary["abandoned"], f"requests cut off at shutdown: {self.summary['abandoned']}"
+            assert answered == count, f"{name}: sent {count} requests, got {answered} answers: {self.summary}"
         assert len(self.status) == sum(sent.values()), "the per-request log disagrees with the counts"
 
 
@@ -110,8 +110,12 @@ class Locust:
         return self
 
     def interrupt(self) -> None:
-        """End the run early, as Ctrl-C would: users finish their requests, reports are written."""
-        self.process.send_signal(signal.SIGINT)
+        """End the run early: users finish their requests in flight, the ledger and CSVs are written.
+
+        SIGTERM, not SIGINT: locust handles SIGTERM in its event loop, while a SIGINT's
+        KeyboardInterrupt can land inside whichever user is running and cut its request off.
+        """
+        self.process.send_signal(signal.SIGTERM)
 
     def wait(self) -> LoadRun:
         deadline = self.run_time_s + STOP_TIMEOUT_S + self.grace_s
