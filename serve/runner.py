@@ -48,6 +48,7 @@ def start(
     served = load_repository(paths)
     os.environ.update(ray_serve_environment(settings))
     ray.init(
+        address="local",  # always our own instance, never a `ray start` cluster that happens to run here
         _metrics_export_port=settings.metrics_port,
         include_dashboard=False,
         log_to_driver=False,
