@@ -5,7 +5,8 @@
 1. Saturation: closed-loop clients send one unique sentence per request
    (cache-cold) at each concurrency; the ceiling is the same model
    in-process, tokenizing and running ideal full batches of `max_batch_size`
-   sentences back to back with the same onnxruntime thread count.
+   sentences back to back with the same onnxruntime thread count, cut into
+   length-sorted groups exactly as the replica does (serve/text.py).
 2. Zipf(s=1.1) over 10,000 distinct sentences at concurrency 32: the server
    with its result cache on against the cache off.
 Systems are interleaved (A B A B ...) and each cell is the median of repeats.
@@ -74,7 +75,7 @@ def ceiling(artifact: Path, texts: list[str], batch_size: int, threads: int, sec
         batch = np.array(texts[offset : offset + batch_size], dtype=object)
         offset = (offset + batch_size) % (len(texts) - batch_size)
         started = time.perf_counter()
-        session.run(None, encoder.encode(batch))
+        encoder.run_grouped(batch, lambda feed: session.run(None, feed)[0])  # as the replica does it
         busy += time.perf_counter() - started
         rows += batch_size
     return {"rps": rows / busy, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": 0}
