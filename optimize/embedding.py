@@ -181,21 +181,15 @@ def _measure(sessions, paths, source, tokens, reference, settings: OptimizeSetti
 
 
 def _judge(measurements: dict[str, Measurement], tolerance: Tolerance) -> list[Candidate]:
-    baseline = measurements["fp32"]
-    candidates = [Candidate(name="fp32", measurement=baseline, accepted=True, reason="baseline")]
-    for name, measured in measurements.items():
-        if name == "fp32":
-            continue
-        slower = [b for b, ms in measured.latency_ms.items() if ms > baseline.latency_ms[b]]
-        if not tolerance.holds(Score(measured.accuracy, measured.worst)):
-            verdict = (False, f"cosine to fp32 mean {measured.accuracy:.4f}, worst {measured.worst:.4f}: "
-                              f"outside tolerance ({tolerance})")
-        elif slower:
-            verdict = (False, f"slower than fp32 on this CPU at batch size {', '.join(map(str, slower))}")
-        else:
-            verdict = (True, f"within tolerance ({tolerance}) and not slower than fp32")
-        candidates.append(Candidate(name=name, measurement=measured, accepted=verdict[0], reason=verdict[1]))
-    return candidates
+    from optimize.pipeline import judge
+
+    def cosine_problem(measured: Measurement, _baseline: Measurement) -> tuple[str | None, str]:
+        if tolerance.holds(Score(measured.accuracy, measured.worst)):
+            return None, f"within tolerance ({tolerance})"
+        return (f"cosine to fp32 mean {measured.accuracy:.4f}, worst {measured.worst:.4f}: "
+                f"outside tolerance ({tolerance})"), ""
+
+    return judge(measurements, cosine_problem)
 
 
 def _batch_deviation(session, tokens: Tokens, texts: tuple[str, ...], probes: int = 8) -> float:

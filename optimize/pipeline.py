@@ -123,19 +123,31 @@ def _measure(sessions, built, source: ModelSource, settings: OptimizeSettings, l
 
 def _judge(measurements: dict[str, Measurement], settings: OptimizeSettings) -> list[Candidate]:
     """fp32 is the baseline; a candidate is accepted if it holds top-1 and is not slower at any batch size."""
+    def accuracy_problem(measured: Measurement, baseline: Measurement) -> tuple[str | None, str]:
+        drop = baseline.accuracy - measured.accuracy
+        if drop > settings.accuracy_tolerance:
+            return f"top-1 drop {drop:.4f} exceeds tolerance {settings.accuracy_tolerance}", ""
+        return None, f"top-1 drop {drop:.4f} within {settings.accuracy_tolerance}"
+
+    return judge(measurements, accuracy_problem)
+
+
+def judge(measurements: dict[str, Measurement], accuracy_problem) -> list[Candidate]:
+    """Every candidate against fp32: rejected if `accuracy_problem(measured, baseline)` names one (it
+    returns (problem or None, what held)), or if it is slower at any batch size measured."""
     baseline = measurements["fp32"]
     candidates = [Candidate(name="fp32", measurement=baseline, accepted=True, reason="baseline")]
     for name, measured in measurements.items():
         if name == "fp32":
             continue
-        drop = baseline.accuracy - measured.accuracy
+        problem, held = accuracy_problem(measured, baseline)
         slower = [b for b, ms in measured.latency_ms.items() if ms > baseline.latency_ms[b]]
-        if drop > settings.accuracy_tolerance:
-            verdict = (False, f"top-1 drop {drop:.4f} exceeds tolerance {settings.accuracy_tolerance}")
+        if problem:
+            verdict = (False, problem)
         elif slower:
             verdict = (False, f"slower than fp32 on this CPU at batch size {', '.join(map(str, slower))}")
         else:
-            verdict = (True, f"top-1 drop {drop:.4f} within {settings.accuracy_tolerance}, not slower than fp32")
+            verdict = (True, f"{held}, not slower than fp32")
         candidates.append(Candidate(name=name, measurement=measured, accepted=verdict[0], reason=verdict[1]))
     return candidates
 
