@@ -93,11 +93,12 @@ def ceiling(model_path: Path, concurrency: int, seconds: float) -> dict:
             "p99_ms": times[int(len(times) * 0.99)] * 1e3, "errors": 0}
 
 
-def measure_server(artifact: Path, ingress: str, extra: list[str], bodies, levels, seconds) -> dict[int, dict]:
+def measure_server(artifact: Path, flags: list[str], bodies, levels, seconds, model: str = "digits") -> dict[int, dict]:
+    """Start the server with `flags`, warm it up, then one closed-loop run per concurrency level."""
     with tempfile.TemporaryDirectory() as logs:
-        server = start_server([artifact], Path(logs) / "server.log", "--ingress", ingress, *extra)
+        server = start_server([artifact], Path(logs) / "server.log", *flags)
         try:
-            url = f"{server.url}/v2/models/digits/infer"
+            url = f"{server.url}/v2/models/{model}/infer"
             asyncio.run(closed_loop(url, bodies, 16, 1.5))  # warm-up
             return {c: asyncio.run(closed_loop(url, bodies, c, seconds)) for c in levels}
         finally:
@@ -139,7 +140,7 @@ def main() -> None:
             extra = [part for flag in flags.split(",") if flag for part in flag.split("=", 1)]
             print(f"repeat {repeat + 1}/{args.repeats}: {system}", file=sys.stderr, flush=True)
             runs.setdefault(f"optiserve, {system} ingress", []).append(
-                measure_server(args.artifact, ingress, extra, bodies, args.concurrency, args.seconds))
+                measure_server(args.artifact, ["--ingress", ingress, *extra], bodies, args.concurrency, args.seconds))
         runs.setdefault("onnxruntime in-process (ceiling)", []).append(
             {c: ceiling(args.artifact / "model.onnx", c, args.seconds / 2) for c in args.concurrency})
     results = {name: median_cells(r) for name, r in runs.items()}

@@ -15,13 +15,10 @@ Systems are interleaved (A B A B ...) and each cell is the median of repeats.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import json
 import os
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,14 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.serve_bench import closed_loop  # noqa: E402
+from benchmarks.serve_bench import measure_server, median_cells  # noqa: E402
 from optimize.measure import cpu_name  # noqa: E402
 from optimize.sentences import generate_sentences  # noqa: E402
-from optiserve.local_server import start_server, stop_server  # noqa: E402
 
 DISTINCT = 10_000
 ZIPF_S = 1.1
-MODEL_URL = "/v2/models/minilm/infer"
 
 
 def distinct_sentences(count: int, seed: int) -> list[str]:
@@ -81,21 +76,6 @@ def ceiling(artifact: Path, texts: list[str], batch_size: int, threads: int, sec
     return {"rps": rows / busy, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": 0}
 
 
-def serve_and_load(artifact: Path, flags: list[str], bodies: list[bytes], levels: list[int], seconds: float) -> dict:
-    with tempfile.TemporaryDirectory() as logs:
-        server = start_server([artifact], Path(logs) / "server.log", *flags)
-        try:
-            url = f"{server.url}{MODEL_URL}"
-            asyncio.run(closed_loop(url, bodies, 32, 2))  # warm-up
-            return {c: asyncio.run(closed_loop(url, bodies, c, seconds)) for c in levels}
-        finally:
-            stop_server(server)
-
-
-def medians(runs: list[dict]) -> dict:
-    return {c: {k: statistics.median(run[c][k] for run in runs) for k in runs[0][c]} for c in runs[0]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifact", type=Path, default=Path("artifacts/minilm"))
@@ -119,12 +99,12 @@ def main() -> None:
         runs.setdefault("ceiling", []).append(
             {c: ceiling(args.artifact, texts, args.batch, args.threads, args.seconds / 2) for c in args.concurrency})
         runs.setdefault("server", []).append(
-            serve_and_load(args.artifact, flags, unique_bodies, args.concurrency, args.seconds))
+            measure_server(args.artifact, flags, unique_bodies, args.concurrency, args.seconds, "minilm"))
         if not args.skip_zipf:
             for name, budget in (("cache on", 256 << 20), ("cache off", 0)):
-                runs.setdefault(name, []).append(serve_and_load(
-                    args.artifact, [*flags, "--cache-max-bytes", str(budget)], zipf, [32], args.seconds))
-    results = {name: medians(r) for name, r in runs.items()}
+                runs.setdefault(name, []).append(measure_server(
+                    args.artifact, [*flags, "--cache-max-bytes", str(budget)], zipf, [32], args.seconds, "minilm"))
+    results = {name: median_cells(r) for name, r in runs.items()}
 
     print(f"\n{cpu_name()}, {os.cpu_count()} cores, {datetime.date.today()}, median of {args.repeats} interleaved "
           f"repeats, {args.seconds:g} s per cell, {args.threads} onnxruntime threads, batches of {args.batch}\n")
