@@ -9,6 +9,7 @@
 | sparse | global magnitude pruning, fine-tuned, zeros made permanent | PyTorch module, training data |
 | distilled | a smaller student trained on the teacher's soft targets | PyTorch module, training data |
 | torch_int8_static | PyTorch's static int8 (FX, x86/qnnpack), as TorchScript | PyTorch module |
+| fp16 | fp16 weights and compute, FP32 inputs and outputs (GPU target; optimize/gpu.py) | - |
 """
 
 from __future__ import annotations
@@ -135,6 +136,13 @@ def torch_int8_static(ws: Workspace) -> Built:
     return Built(target, [step])
 
 
+def fp16(ws: Workspace) -> Built:
+    from optimize.gpu import convert_fp16
+
+    target = ws.work / "fp16.onnx"
+    return Built(target, [*ws.fp32.steps, convert_fp16(ws.fp32.path, target)])
+
+
 def _fx_traceable(module) -> bool:
     import torch
 
@@ -150,7 +158,7 @@ def _fx_traceable(module) -> bool:
 BUILDERS: dict[str, Callable[[Workspace], Built]] = {
     "int8_dynamic": int8_dynamic, "int8_static": int8_static, "pruned": pruned,
     "pruned_int8_static": pruned_int8_static, "sparse": sparse, "distilled": distilled,
-    "torch_int8_static": torch_int8_static,
+    "torch_int8_static": torch_int8_static, "fp16": fp16,
 }
 
 

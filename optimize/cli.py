@@ -22,12 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "this machine, ship the fastest within tolerance that is not slower than fp32")
     parser.add_argument("--candidates", nargs="+", default=None,
                         help="candidates to build besides fp32 (default int8_dynamic): int8_dynamic int8_static "
-                             "pruned pruned_int8_static sparse distilled")
+                             "pruned pruned_int8_static sparse distilled torch_int8_static fp16")
     parser.add_argument("--accept-batch-deviation", action="store_true", default=None,
                         help="let a candidate whose answers move with their batch (dynamic int8) win over "
                              "batch-invariant ones")
     parser.add_argument("--calibration-method", choices=["minmax", "entropy", "percentile"], default=None,
                         help="static int8 calibration (default minmax)")
+    parser.add_argument("--target", choices=["cpu", "gpu"], default=None,
+                        help="device the artifact is for (default cpu); gpu ships fp16 judged on accuracy (CPU "
+                             "timings do not rank it) and, where TensorRT and a GPU are present, a TensorRT engine")
+    parser.add_argument("--gpu-runtime", choices=["onnxruntime", "torch"], default=None,
+                        help="with --target gpu: fp16 ONNX (default) or a torch.export program run by PyTorch "
+                             "on CUDA under fp16/bf16 autocast")
     parser.add_argument("--latency-repeats", type=int, default=None,
                         help="timed runs per candidate and batch size (default: OPTISERVE_OPTIMIZE_LATENCY_REPEATS)")
 
@@ -38,7 +44,8 @@ def main(args: argparse.Namespace) -> int:
     from optimize.settings import OptimizeSettings
     from optimize.source import file_source, load_source
 
-    flags = ("auto", "candidates", "accept_batch_deviation", "calibration_method", "latency_repeats")
+    flags = ("auto", "candidates", "accept_batch_deviation", "calibration_method", "latency_repeats", "target",
+             "gpu_runtime")
     overrides = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
     try:
         settings = OptimizeSettings(**overrides)

@@ -90,8 +90,11 @@ def optimize_embedding_model(
         export_token_model(source.module, tokens.feed(source.validation_texts[:2]), paths["fp32"], OUTPUT)
         reference = embed(measure.open_session(paths["fp32"]), tokens, source.validation_texts)
         steps["fp32"] = [_export_step(source, tokens, reference, settings.parity_tolerance, log)]
-        int8 = _int8_candidates(paths["fp32"], work, source, tokens, reference, tolerance, log) \
-            if settings.int8_candidates else {}
+        if settings.target == "gpu":
+            int8 = _gpu_candidates(paths["fp32"], work, settings, log)
+        else:
+            int8 = _int8_candidates(paths["fp32"], work, source, tokens, reference, tolerance, log) \
+                if settings.int8_candidates else {}
         for name, step in int8.items():
             paths[name] = work / f"{name}.onnx"
             steps[name] = [steps["fp32"][0], step]
@@ -103,19 +106,21 @@ def optimize_embedding_model(
         chosen = choose_candidate(candidates, settings, log)
         deviation = measurements[chosen].batch_deviation
         log(f"batch deviation of the shipped model: {deviation:.2e} (each sentence alone vs inside a padded batch)")
-        shutil.copyfile(paths[chosen], out_dir / "model.onnx")
+        model_file, shipped = _ship(paths[chosen], steps[chosen], source, tokens, settings, out_dir)
         shutil.copyfile(source.tokenizer_file, out_dir / "tokenizer.json")
     manifest = Manifest(
-        name=source.name, version=source.version, sha256=sha256_of(out_dir / "model.onnx"),
+        name=source.name, version=source.version, sha256=sha256_of(out_dir / model_file),
+        model_file=model_file, runtime="torch_export" if model_file.endswith(".pt2") else "onnxruntime",
+        target=settings.target,
         inputs=tensor_specs(sessions[chosen].get_inputs()), outputs=tensor_specs(sessions[chosen].get_outputs()),
         text_input=TextInput(tokenizer_sha256=sha256_of(out_dir / "tokenizer.json"), max_length=source.max_length),
-        metric="cosine_to_fp32", steps=tuple(steps[chosen]), before=measurements["fp32"],
+        metric="cosine_to_fp32", steps=tuple(shipped), before=measurements["fp32"],
         after=measurements[chosen], candidates=tuple(candidates), batch_deviation=deviation,
         machine=measure.cpu_name(), tool_versions=tool_versions(),
         created_at=_now(),
     )
     write_manifest(manifest, out_dir)
-    log(f"wrote {out_dir / 'model.onnx'} ({chosen}), tokenizer.json and manifest.json")
+    log(f"wrote {out_dir / model_file} ({chosen}, target {settings.target}), tokenizer.json and manifest.json")
     report = write_report(manifest, out_dir)
     log(f"report: {', '.join(path.name for path in report)}")
     return manifest
@@ -137,6 +142,34 @@ def _export_step(source: EmbeddingSource, tokens: Tokens, reference: np.ndarray,
         "pooling": "mean over attention mask, then L2 normalization (in the graph)",
         "parity_max_abs_diff": difference, "parity_tolerance": tolerance,
     })
+
+
+def _gpu_candidates(fp32: Path, work: Path, settings: OptimizeSettings, log) -> dict[str, Step]:
+    """GPU target: fp16 for the ONNX runtime (the torch runtime ships the module itself)."""
+    if settings.gpu_runtime != "onnxruntime":
+        return {}
+    from optimize.gpu import convert_fp16
+
+    if settings.tensorrt_engine:
+        log("TensorRT engine: not built for token models (dynamic sequence axis); the fp16 ONNX model serves on "
+            "onnxruntime's TensorRT or CUDA provider")
+    return {"fp16": convert_fp16(fp32, work / "fp16.onnx")}
+
+
+def _ship(path: Path, steps: list[Step], source, tokens, settings: OptimizeSettings, out_dir: Path):
+    """The chosen ONNX file, or for the GPU torch runtime a torch.export program of the module."""
+    if settings.target == "gpu" and settings.gpu_runtime == "torch":
+        import torch
+
+        from optimize.gpu import PROGRAM_FILE, export_program
+
+        feed = tokens.feed(source.validation_texts[:2])
+        batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=512)
+        step = export_program(source.module, tuple(torch.from_numpy(a) for a in feed.values()),
+                              tuple({0: batch, 1: sequence} for _ in feed), out_dir / PROGRAM_FILE)
+        return PROGRAM_FILE, [*steps, step]
+    shutil.copyfile(path, out_dir / "model.onnx")
+    return "model.onnx", steps
 
 
 def _int8_candidates(fp32: Path, work: Path, source, tokens, reference, tolerance, log) -> dict[str, Step]:

@@ -58,6 +58,27 @@ class TextInput(_Strict):
     mask_input: str = "attention_mask"
 
 
+class TensorRTEngine(_Strict):
+    """A serialized TensorRT engine: it loads only on the GPU model and TensorRT version that built it.
+
+    The engine has one optimization profile covering batch `min_batch` to
+    `max_batch`; the INT8 calibration cache and the timing cache it was built
+    with ship beside it, so a rebuild on another GPU skips calibration.
+    """
+
+    engine_file: str = "model.engine"
+    engine_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    tensorrt_version: str
+    gpu_name: str = Field(description="torch.cuda.get_device_name() of the GPU that built the engine")
+    compute_capability: str = Field(pattern=r"^[0-9]+\.[0-9]+$", description="major.minor, e.g. 9.0 for Hopper")
+    precisions: tuple[str, ...] = Field(description="builder flags set: fp16, int8")
+    min_batch: int = Field(1, ge=1)
+    opt_batch: int = Field(ge=1)
+    max_batch: int = Field(ge=1)
+    calibration_cache: str | None = Field("calibration.cache", description="INT8 calibration cache, when int8 is set")
+    timing_cache: str | None = "timing.cache"
+
+
 class Step(_Strict):
     """One transformation applied to the model, with the settings it used."""
 
@@ -93,14 +114,20 @@ class Manifest(_Strict):
     format_version: int = FORMAT_VERSION
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    runtime: Literal["onnxruntime", "torchscript"] = Field(
-        "onnxruntime", description="what runs model_file: onnxruntime (.onnx) or PyTorch's TorchScript (.pt)"
+    runtime: Literal["onnxruntime", "torchscript", "torch_export"] = Field(
+        "onnxruntime", description="what runs model_file: onnxruntime (.onnx), PyTorch's TorchScript (.pt) "
+        "or a torch.export program (.pt2)",
+    )
+    target: Literal["cpu", "gpu"] = Field(
+        "cpu", description="the device the artifact was optimized for; gpu artifacts (fp16) are served on a GPU "
+        "where one is present",
     )
     model_file: str = "model.onnx"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     inputs: tuple[TensorSpec, ...] = Field(description="the model file's own inputs")
     outputs: tuple[TensorSpec, ...]
     text_input: TextInput | None = Field(None, description="set when requests send strings to be tokenized")
+    tensorrt: TensorRTEngine | None = Field(None, description="a TensorRT engine built from model_file, if any")
     metric: str = Field(description="name of the accuracy metric: top1, or cosine_to_fp32 for embeddings")
     steps: tuple[Step, ...]
     before: Measurement
@@ -164,7 +191,29 @@ def load_verified(artifact_dir: Path) -> tuple[Manifest, Path]:
     _verify_file(model_path, manifest.sha256)
     if manifest.text_input is not None:
         _verify_file(Path(artifact_dir) / manifest.text_input.tokenizer_file, manifest.text_input.tokenizer_sha256)
+    if manifest.tensorrt is not None:
+        _verify_file(Path(artifact_dir) / manifest.tensorrt.engine_file, manifest.tensorrt.engine_sha256)
     return manifest, model_path
+
+
+def engine_mismatch(engine: TensorRTEngine, tensorrt_version: str, gpu_name: str, compute_capability: str) -> str | None:
+    """Why `engine` cannot load here (None if it can): TensorRT engines are tied to the exact
+    TensorRT version and GPU model that built them."""
+    built = (engine.tensorrt_version, engine.gpu_name, engine.compute_capability)
+    here = (tensorrt_version, gpu_name, compute_capability)
+    if built == here:
+        return None
+    return (f"{engine.engine_file} was built with TensorRT {built[0]} for {built[1]} (compute capability "
+            f"{built[2]}); this machine has TensorRT {here[0]} and {here[1]} (compute capability {here[2]}). "
+            "A TensorRT engine loads only on the TensorRT version and GPU model that built it: rebuild it here "
+            "with `optiserve optimize --target gpu`, or serve the artifact's ONNX model without the engine")
+
+
+def check_engine(engine: TensorRTEngine, tensorrt_version: str, gpu_name: str, compute_capability: str) -> None:
+    """Raise ArtifactError saying what was built and what is here when the engine cannot load here."""
+    problem = engine_mismatch(engine, tensorrt_version, gpu_name, compute_capability)
+    if problem is not None:
+        raise ArtifactError(problem)
 
 
 def _verify_file(path: Path, expected_sha256: str) -> None:

@@ -25,7 +25,7 @@ from optimize.candidates import BUILDERS, Built, Workspace, not_applicable
 from optimize.export import OPSET, check_parity, export_onnx
 from optimize.manifest import Candidate, Manifest, Measurement, Step, TensorSpec, sha256_of, write_manifest
 from optimize.report import write_report
-from optimize.settings import CANDIDATES, OptimizeSettings
+from optimize.settings import OptimizeSettings
 from optimize.source import ModelSource
 
 ORT_DATATYPES = {
@@ -33,6 +33,7 @@ ORT_DATATYPES = {
     "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int16)": "INT16",
     "tensor(int8)": "INT8", "tensor(uint8)": "UINT8", "tensor(bool)": "BOOL", "tensor(string)": "BYTES",
 }
+RUNTIMES = {".onnx": "onnxruntime", ".pt": "torchscript", ".pt2": "torch_export"}
 
 
 def optimize_model(
@@ -50,22 +51,58 @@ def optimize_model(
         for candidate in candidates:
             log(describe_candidate(candidate))
         chosen = choose_candidate(candidates, settings, log)
-        model_file = "model.pt" if built[chosen].path.suffix == ".pt" else "model.onnx"
-        shutil.copyfile(built[chosen].path, out_dir / model_file)
+        model_file, steps = _ship(built[chosen], source, settings, out_dir)
+        engine, engine_step = _maybe_engine(workspace, out_dir)
     manifest = Manifest(
         name=source.name, version=source.version, sha256=sha256_of(out_dir / model_file),
-        runtime="torchscript" if model_file == "model.pt" else "onnxruntime", model_file=model_file,
+        runtime=RUNTIMES[Path(model_file).suffix], model_file=model_file, target=settings.target, tensorrt=engine,
         inputs=tensor_specs(sessions[chosen].get_inputs()), outputs=tensor_specs(sessions[chosen].get_outputs()),
-        metric="top1", steps=(*source.prior_steps, *built[chosen].steps), before=measurements["fp32"],
+        metric="top1", steps=(*source.prior_steps, *steps, *engine_step), before=measurements["fp32"],
         after=measurements[chosen], candidates=tuple(candidates),
         batch_deviation=measurements[chosen].batch_deviation, machine=measure.cpu_name(),
         tool_versions=tool_versions(), created_at=datetime.datetime.now(datetime.UTC).isoformat(),
     )
     write_manifest(manifest, out_dir)
-    log(f"wrote {out_dir / model_file} ({chosen}) and {out_dir / 'manifest.json'}")
+    log(f"wrote {out_dir / model_file} ({chosen}, target {settings.target}) and {out_dir / 'manifest.json'}")
     report = write_report(manifest, out_dir)
     log(f"report: {', '.join(path.name for path in report)}")
     return manifest
+
+
+def _ship(built: Built, source: ModelSource, settings: OptimizeSettings, out_dir: Path) -> tuple[str, list[Step]]:
+    """Put the chosen variant into the artifact: its file as is, or for the GPU torch runtime a
+    torch.export program of the PyTorch module (fp32; the server casts under autocast)."""
+    if settings.target == "gpu" and settings.gpu_runtime == "torch":
+        import torch
+
+        from optimize.gpu import PROGRAM_FILE, export_program
+
+        if source.module is None or isinstance(source.module, torch.jit.ScriptModule):
+            raise ValueError("gpu_runtime torch: expected a PyTorch nn.Module to export with torch.export, "
+                             f"got {'an ONNX file' if source.module is None else 'a TorchScript module'}")
+        step = export_program(source.module, (torch.from_numpy(source.example_input),),
+                              ({0: torch.export.Dim("batch")},), out_dir / PROGRAM_FILE)
+        return PROGRAM_FILE, [*built.steps, step]
+    model_file = "model.pt" if built.path.suffix == ".pt" else "model.onnx"
+    shutil.copyfile(built.path, out_dir / model_file)
+    return model_file, built.steps
+
+
+def _maybe_engine(ws: Workspace, out_dir: Path) -> tuple[object | None, tuple[Step, ...]]:
+    """GPU target with the ONNX runtime: a TensorRT engine from the fp32 export, where TensorRT and a GPU are."""
+    s = ws.settings
+    if s.target != "gpu" or s.gpu_runtime != "onnxruntime" or not s.tensorrt_engine:
+        return None, ()
+    from optimize.tensorrt_build import build_engine, engine_unavailable
+
+    reason = engine_unavailable()
+    if reason is not None:
+        ws.log(f"TensorRT engine: not built, {reason}; the fp16 ONNX model serves on onnxruntime's CUDA or "
+               "TensorRT provider")
+        return None, ()
+    engine, step = build_engine(ws.fp32.path, ws.source.input_name, ws.source.calibration,
+                                s.serving_max_batch_size, out_dir, ws.log)
+    return engine, (step,)
 
 
 def _open(path: Path, source: ModelSource):
@@ -93,8 +130,7 @@ def _export_fp32(source: ModelSource, work: Path, settings: OptimizeSettings, lo
 
 
 def _build_candidates(workspace: Workspace) -> dict[str, Built]:
-    names = CANDIDATES if workspace.settings.auto else workspace.settings.candidates
-    for name in names:
+    for name in workspace.settings.planned_candidates:
         reason = not_applicable(name, workspace.source)
         if reason is not None:
             workspace.log(f"{name}: skipped, {reason}")
@@ -129,23 +165,29 @@ def _judge(measurements: dict[str, Measurement], settings: OptimizeSettings) -> 
             return f"top-1 drop {drop:.4f} exceeds tolerance {settings.accuracy_tolerance}", ""
         return None, f"top-1 drop {drop:.4f} within {settings.accuracy_tolerance}"
 
-    return judge(measurements, accuracy_problem)
+    return judge(measurements, accuracy_problem, compare_latency=settings.target == "cpu")
 
 
-def judge(measurements: dict[str, Measurement], accuracy_problem) -> list[Candidate]:
+def judge(measurements: dict[str, Measurement], accuracy_problem, compare_latency: bool = True) -> list[Candidate]:
     """Every candidate against fp32: rejected if `accuracy_problem(measured, baseline)` names one (it
-    returns (problem or None, what held)), or if it is slower at any batch size measured."""
+    returns (problem or None, what held)), or if it is slower at any batch size measured.
+
+    For a GPU target (`compare_latency` False) latency plays no part: it was measured on this CPU,
+    where fp16 runs through casts, and says nothing about the GPU.
+    """
     baseline = measurements["fp32"]
     candidates = [Candidate(name="fp32", measurement=baseline, accepted=True, reason="baseline")]
     for name, measured in measurements.items():
         if name == "fp32":
             continue
         problem, held = accuracy_problem(measured, baseline)
-        slower = [b for b, ms in measured.latency_ms.items() if ms > baseline.latency_ms[b]]
+        slower = [b for b, ms in measured.latency_ms.items() if ms > baseline.latency_ms[b]] if compare_latency else []
         if problem:
             verdict = (False, problem)
         elif slower:
             verdict = (False, f"slower than fp32 on this CPU at batch size {', '.join(map(str, slower))}")
+        elif not compare_latency:
+            verdict = (True, f"{held}; GPU target: judged on accuracy, CPU latency is no measure of GPU speed")
         else:
             verdict = (True, f"{held}, not slower than fp32")
         candidates.append(Candidate(name=name, measurement=measured, accepted=verdict[0], reason=verdict[1]))
@@ -159,7 +201,12 @@ def choose_candidate(candidates: list[Candidate], settings: OptimizeSettings, lo
     candidates are preferred: a cached answer must not depend on what it was
     batched with.
     fp32 is always accepted and batch-invariant, so there is always a choice.
+    A GPU target ships its GPU variant (fp16) when accepted: CPU timings do not rank GPU variants.
     """
+    if settings.target == "gpu":
+        from optimize.gpu import gpu_choice
+
+        return gpu_choice(candidates)
     accepted = [c for c in candidates if c.accepted]
     invariant = [c for c in accepted if (c.measurement.batch_deviation or 0) < settings.batch_invariant_below]
     baseline = candidates[0].measurement.latency_ms

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 CANDIDATES = (
-    "int8_dynamic", "int8_static", "pruned", "pruned_int8_static", "sparse", "distilled", "torch_int8_static",
+    "int8_dynamic", "int8_static", "pruned", "pruned_int8_static", "sparse", "distilled", "torch_int8_static", "fp16",
 )
+# Variants made for GPUs: never built in CPU auto mode (their CPU latency says nothing about GPU speed).
+GPU_CANDIDATES = ("fp16",)
+# Variants whose kernels are CPU kernels (onnxruntime int8, PyTorch fbgemm/qnnpack): not for GPU targets.
+CPU_ONLY_CANDIDATES = ("int8_dynamic", "int8_static", "pruned_int8_static", "torch_int8_static")
 
 
 class OptimizeSettings(BaseSettings):
@@ -39,11 +43,23 @@ class OptimizeSettings(BaseSettings):
     )
     candidates: tuple[str, ...] = Field(
         ("int8_dynamic",), description="candidates to build besides fp32: int8_dynamic, int8_static, pruned, "
-        "pruned_int8_static, sparse, distilled (see optimize/candidates.py)",
+        "pruned_int8_static, sparse, distilled, torch_int8_static, fp16 (see optimize/candidates.py)",
     )
     auto: bool = Field(
         False, description="build every candidate that applies, time each at batch sizes 1..serving_max_batch_size, "
         "ship the fastest within tolerance that is not slower than fp32",
+    )
+    target: Literal["cpu", "gpu"] = Field(
+        "cpu", description="device the artifact is for: cpu (candidates timed on this CPU) or gpu (fp16 judged on "
+        "accuracy only, plus a TensorRT engine where TensorRT and a GPU are present)",
+    )
+    gpu_runtime: Literal["onnxruntime", "torch"] = Field(
+        "onnxruntime", description="GPU target: ship an fp16 ONNX model (onnxruntime CUDA/TensorRT) or a "
+        "torch.export program (PyTorch on CUDA under fp16/bf16 autocast)",
+    )
+    tensorrt_engine: bool = Field(
+        True, description="GPU target: also build a TensorRT engine (fp16 + int8, batch 1..serving_max_batch_size) "
+        "where the tensorrt package and a CUDA GPU are present",
     )
     serving_max_batch_size: int = Field(32, ge=1, description="largest batch the server will run (auto mode)")
     accept_batch_deviation: bool = Field(
@@ -80,6 +96,25 @@ class OptimizeSettings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown candidate(s) {', '.join(unknown)}; expected any of {', '.join(CANDIDATES)}")
         return names
+
+    @model_validator(mode="after")
+    def _gpu_candidates_only(self) -> "OptimizeSettings":
+        cpu_only = [name for name in self.candidates if name in CPU_ONLY_CANDIDATES]
+        if self.target == "gpu" and "candidates" in self.model_fields_set and cpu_only:
+            raise ValueError(f"target gpu: {', '.join(cpu_only)} run on CPU kernels; expected GPU-capable "
+                             f"candidates ({', '.join(c for c in CANDIDATES if c not in CPU_ONLY_CANDIDATES)})")
+        return self
+
+    @property
+    def planned_candidates(self) -> tuple[str, ...]:
+        """What gets built besides fp32: auto mode builds all for the target; a GPU target defaults to fp16."""
+        if self.target == "gpu":
+            named = self.candidates if "candidates" in self.model_fields_set and not self.auto else ()
+            own = GPU_CANDIDATES if self.gpu_runtime == "onnxruntime" else ()  # the torch runtime ships the module
+            return (*own, *(name for name in named if name not in own))
+        if self.auto:
+            return tuple(name for name in CANDIDATES if name not in GPU_CANDIDATES)
+        return self.candidates
 
     @property
     def batch_sizes(self) -> tuple[int, ...]:
