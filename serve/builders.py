@@ -18,6 +18,7 @@ from ray.serve.config import BackpressureConfig
 
 from optimize.manifest import load_verified
 from serve.app import ModelServer, ServerRoot
+from serve.providers import gpu_present, replica_gpus
 from serve.settings import ServeSettings
 
 
@@ -38,7 +39,9 @@ def build_model_app(
         # reject_status with Retry-After at once, before the handler (and its event loop) sees them.
         max_queued_requests=settings.replica_queue_limit,
         backpressure_config=BackpressureConfig(status_code=settings.reject_status, retry_after_s=1),
-        ray_actor_options={"num_cpus": settings.replica_cpus},
+        # a GPU-target artifact asks Ray for a GPU where this node has one (OPTISERVE_REPLICA_GPUS overrides)
+        ray_actor_options={"num_cpus": settings.replica_cpus,
+                           "num_gpus": replica_gpus(manifest.target, settings.replica_gpus, gpu_present())},
         logging_config={"enable_access_log": settings.access_log},
         user_config=settings.runtime_config.model_dump(),
     ).bind(str(Path(artifact_dir).resolve()), settings, list(versions or [manifest.version]))

@@ -1,28 +1,60 @@
-"""An artifact loaded into onnxruntime, verified against its manifest (and tokenizer) first."""
+"""An artifact loaded into its runtime, verified against its manifest (and tokenizer) first.
+
+ONNX artifacts run on onnxruntime with the execution providers
+serve/providers.py chooses (TensorRT, CUDA, CPU for GPU-target artifacts; CPU
+otherwise); on a GPU provider inputs and outputs go through IO binding.
+Every model object says what runs it in `execution_provider`.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from optimize.manifest import load_verified
+from optimize.manifest import Manifest, load_verified
+from serve.providers import CPU, TENSORRT, choose_providers, gpu_present, tensorrt_installed, tensorrt_profile
+from serve.settings import ServeSettings
 from serve.text import TextEncoder
 
+logger = logging.getLogger("ray.serve")
 
-def load_model(artifact_dir: Path, intra_op_threads: int = 1):
-    """Verify the artifact, then load it with the runtime its manifest names."""
+
+def load_model(artifact_dir: Path, intra_op_threads: int = 1, settings: ServeSettings | None = None):
+    """Verify the artifact, then load it with the runtime its manifest names (settings: OPTISERVE_* if not given)."""
+    settings = settings or ServeSettings()
     manifest, model_path = load_verified(Path(artifact_dir))
-    if manifest.runtime == "torchscript":
-        from serve.torch_model import TorchScriptModel
+    if manifest.runtime in ("torchscript", "torch_export"):
+        from serve.torch_model import TorchModel
 
-        return TorchScriptModel(manifest, model_path, intra_op_threads)
-    return OnnxModel(Path(artifact_dir), intra_op_threads)
+        model = TorchModel(manifest, model_path, intra_op_threads, settings.torch_dtype)
+    elif _engine_wanted(manifest, settings):
+        from serve.tensorrt_model import TensorRTModel
+
+        model = TensorRTModel(Path(artifact_dir), manifest)
+    else:
+        model = OnnxModel(Path(artifact_dir), intra_op_threads, settings.max_batch_size)
+    logger.info("%s %s: %s runtime on %s", manifest.name, manifest.version, manifest.runtime, model.execution_provider)
+    return model
+
+
+def _engine_wanted(manifest: Manifest, settings: ServeSettings) -> bool:
+    if manifest.tensorrt is None or not settings.tensorrt_engine:
+        return False
+    missing = [name for name in ("tensorrt", "torch") if importlib.util.find_spec(name) is None]
+    if missing or not gpu_present():
+        why = f"{', '.join(missing)} not installed" if missing else "no GPU present"
+        logger.warning("%s: TensorRT engine not used (%s); serving its ONNX model on onnxruntime", manifest.name, why)
+        return False
+    return True
 
 
 class OnnxModel:
-    def __init__(self, artifact_dir: Path, intra_op_threads: int = 1) -> None:
+    def __init__(self, artifact_dir: Path, intra_op_threads: int = 1, max_batch_size: int = 32) -> None:
         self.manifest, model_path = load_verified(Path(artifact_dir))
         if self.manifest.runtime != "onnxruntime":
             raise ValueError(f"{artifact_dir}: expected runtime onnxruntime, manifest says {self.manifest.runtime}")
@@ -30,10 +62,31 @@ class OnnxModel:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        providers = choose_providers(self.manifest.target, ort.get_available_providers(), gpu_present(),
+                                     tensorrt_installed())
+        self._session = ort.InferenceSession(
+            str(model_path), options, providers=[self._configured(p, max_batch_size) for p in providers])
+        self.execution_provider = self._session.get_providers()[0]
+        self._bound = self.execution_provider != CPU  # IO binding on GPU providers
+        if self.manifest.target == "gpu" and not self._bound:
+            logger.warning("%s targets a GPU but runs on the CPU (no GPU or GPU provider here): expect it slow",
+                           self.manifest.name)
         self.output_names = [o.name for o in self._session.get_outputs()]
         text = self.manifest.text_input
         self._text = TextEncoder(Path(artifact_dir), text) if text is not None else None
+
+    def _configured(self, provider: str, max_batch_size: int):
+        """TensorRT provider: fp16, engine and timing caches, one profile for batch 1..max_batch_size."""
+        if provider != TENSORRT:
+            return provider
+        cache = Path(tempfile.gettempdir()) / "optiserve-trt-cache" / self.manifest.sha256[:16]
+        cache.mkdir(parents=True, exist_ok=True)
+        max_length = self.manifest.text_input.max_length if self.manifest.text_input else None
+        return (provider, {
+            "trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
+            **tensorrt_profile(self.manifest.inputs, max_batch_size, max_length),
+        })
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run every output for a batch of request inputs (strings are tokenized first)."""
@@ -41,6 +94,16 @@ class OnnxModel:
             if len(self.output_names) != 1:
                 raise ValueError(f"text models: expected one output, {self.manifest.name} has {self.output_names}")
             texts = inputs[self.manifest.text_input.name]
-            return {self.output_names[0]: self._text.run_grouped(
-                texts, lambda feed: self._session.run(self.output_names, feed)[0])}
-        return dict(zip(self.output_names, self._session.run(self.output_names, inputs)))
+            return {self.output_names[0]: self._text.run_grouped(texts, lambda feed: self._infer(feed)[0])}
+        return dict(zip(self.output_names, self._infer(inputs)))
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if not self._bound:
+            return self._session.run(self.output_names, feed)
+        binding = self._session.io_binding()
+        for name, array in feed.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self.output_names:
+            binding.bind_output(name)
+        self._session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()

@@ -73,6 +73,17 @@ class ServeSettings(BaseSettings):
     request_timeout_ms: float = RuntimeConfig.model_fields["request_timeout_ms"]
     reject_status: Literal[503, 429] = RuntimeConfig.model_fields["reject_status"]
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per replica")
+    replica_gpus: float | None = Field(
+        None, ge=0, description="GPUs Ray reserves for each replica of a GPU-target artifact; default 1 where this "
+        "node has a GPU, else 0 (the artifact is then served on the CPU). CPU-target artifacts never ask for one",
+    )
+    torch_dtype: Literal["float16", "bfloat16", "float32"] = Field(
+        "float16", description="torch runtime on CUDA: autocast dtype for GPU-target artifacts (outputs are FP32)"
+    )
+    tensorrt_engine: bool = Field(
+        True, description="run an artifact's TensorRT engine where TensorRT and the GPU that built it are present; "
+        "False serves its ONNX model on onnxruntime instead",
+    )
     drain_period_s: float = Field(
         2.0, ge=0, description="how long a stopping replica stays reachable so the ingress can deregister it"
     )
