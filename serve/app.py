@@ -12,12 +12,12 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from ray import serve
 from starlette.exceptions import HTTPException
 
+from serve.asgi import JSON, ClientGone, InferenceRoutes, Reply, error_reply, json_reply
 from serve.binary import HEADER_LENGTH, binary_inputs, binary_outputs, split_body
 from serve.batcher import BatchError, Batcher, DeadlineExceeded, QueueFull
 from serve.cache import ResultCache, cache_key
@@ -32,16 +32,19 @@ from serve.protocol import (
 from serve.settings import RuntimeConfig, ServeSettings
 from serve.shared_cache import RedisTier
 
-JSON = "application/json"
 CACHE_HEADER = "X-Optiserve-Cache"  # hit, coalesced, miss, or off: where an answer came from
 
 
+def _response(reply: Reply) -> Response:
+    return Response(reply.body, status_code=reply.status, media_type=reply.content_type, headers=reply.headers)
+
+
 def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
+    return _response(json_reply(body, status, headers))
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return json_response({"error": message}, status, headers)
+    return _response(error_reply(status, message, headers))
 
 
 def _version() -> str:
@@ -87,18 +90,55 @@ class _BarePrefixAsRoot:
         await self.app(scope, receive, send)
 
 
-model_api = _with_json_errors(FastAPI(title="optiserve model", docs_url=None, redoc_url=None))
-model_api.add_middleware(_BarePrefixAsRoot)
 _INFER_BODY = {"requestBody": {"required": True, "content": {JSON: {"schema": InferenceRequest.model_json_schema()}}}}
 
 
+def model_api(server: "ModelServer") -> FastAPI:
+    """Metadata and readiness routes of one model; the inference routes are here for the OpenAPI schema
+    (and for any caller that bypasses `InferenceRoutes`)."""
+    api = _with_json_errors(FastAPI(title="optiserve model", docs_url=None, redoc_url=None))
+    api.add_middleware(_BarePrefixAsRoot)
+
+    async def answer(request: Request, version: str | None) -> Response:
+        async def read(max_bytes: int) -> bytes:
+            return await read_body(request.headers.get("content-length"), request.stream(), max_bytes)
+
+        return _response(await server.answer_inference(dict(request.headers), read, version))
+
+    @api.post("/infer", openapi_extra=_INFER_BODY)
+    async def infer(request: Request) -> Response:
+        return await answer(request, None)
+
+    @api.post("/versions/{version}/infer", openapi_extra=_INFER_BODY)
+    async def infer_version(version: str, request: Request) -> Response:
+        return await answer(request, version)
+
+    @api.get("/")
+    async def metadata(request: Request) -> Response:
+        return _response(server.metadata(request.headers.get("authorization"), None))
+
+    @api.get("/versions/{version}")
+    async def metadata_version(version: str, request: Request) -> Response:
+        return _response(server.metadata(request.headers.get("authorization"), version))
+
+    @api.get("/ready")
+    async def ready() -> Response:
+        return _response(server.ready(None))
+
+    @api.get("/versions/{version}/ready")
+    async def ready_version(version: str) -> Response:
+        return _response(server.ready(version))
+
+    return api
+
+
 @serve.deployment
-@serve.ingress(model_api)
+@serve.ingress()
 class ModelServer:
     """Serves one artifact: cache, then dynamic batcher, then onnxruntime."""
 
     def __init__(self, artifact_dir: str, settings: ServeSettings, versions: "list[str] | None" = None) -> None:
-        self._model = load_model(Path(artifact_dir), settings.intra_op_threads)
+        self._model = load_model(Path(artifact_dir), settings.intra_op_threads, settings)
         self._versions = versions or [self._model.manifest.version]
         self._token = settings.auth_token.get_secret_value() if settings.auth_token else None
         self._max_body_bytes = settings.max_body_bytes
@@ -120,6 +160,10 @@ class ModelServer:
             observer=self._metrics, more_coming=lambda: self._arriving > 0, max_queue=config.max_queue_size,
         )
 
+    def __serve_build_asgi_app__(self):
+        """Ray Serve calls this after __init__: inference on the bare ASGI path, the rest through FastAPI."""
+        return InferenceRoutes(self.answer_inference, model_api(self))
+
     def reconfigure(self, user_config: dict) -> None:
         """Ray Serve calls this with the deployment's `user_config`: batching and cache change live."""
         config = RuntimeConfig.model_validate(user_config)
@@ -127,51 +171,36 @@ class ModelServer:
         self._cache.resize(config.cache_max_bytes, config.cache_ttl_s)
         self._config = config
 
-    @model_api.post("/infer", openapi_extra=_INFER_BODY)
-    async def infer(self, request: Request) -> Response:
-        return await self._answer(request, version=None)
+    def metadata(self, authorization: str | None, version: str | None) -> Reply:
+        return (self._unauthorized(authorization) or self._unknown_version(version)
+                or json_reply(model_metadata(self._manifest, self._versions, self._model.execution_provider)))
 
-    @model_api.post("/versions/{version}/infer", openapi_extra=_INFER_BODY)
-    async def infer_version(self, version: str, request: Request) -> Response:
-        return await self._answer(request, version)
+    def ready(self, version: str | None) -> Reply:
+        return self._unknown_version(version) or json_reply({"name": self._manifest.name, "ready": True})
 
-    @model_api.get("/")
-    async def metadata(self, request: Request) -> Response:
-        return self._unauthorized(request) or json_response(model_metadata(self._manifest, self._versions))
-
-    @model_api.get("/versions/{version}")
-    async def metadata_version(self, version: str, request: Request) -> Response:
-        return (self._unauthorized(request) or self._unknown_version(version)
-                or json_response(model_metadata(self._manifest, self._versions)))
-
-    @model_api.get("/ready")
-    async def ready(self) -> Response:
-        return json_response({"name": self._manifest.name, "ready": True})
-
-    @model_api.get("/versions/{version}/ready")
-    async def ready_version(self, version: str) -> Response:
-        return self._unknown_version(version) or json_response({"name": self._manifest.name, "ready": True})
-
-    async def _answer(self, request: Request, version: str | None) -> Response:
+    async def answer_inference(self, headers: dict[str, str], read_body, version: str | None) -> Reply:
+        """One inference request, from its (lower-cased) headers and body reader to exactly one reply."""
         started = time.monotonic()
         try:
-            response = (self._unauthorized(request) or self._unknown_version(version)
-                        or await self._infer(request, started))
+            reply = (self._unauthorized(headers.get("authorization")) or self._unknown_version(version)
+                     or await self._infer(headers, read_body, started))
         except ProtocolError as error:
-            response = error_response(error.status, error.message, error.headers)
+            reply = error_reply(error.status, error.message, error.headers)
         except BatchError as error:  # a bug: the model failed on inputs that passed validation
-            response = error_response(500, str(error))
-        self._metrics.observe_request(
-            response.status_code, time.monotonic() - started, response.headers.get(CACHE_HEADER, "none")
-        )
-        return response
+            reply = error_reply(500, str(error))
+        except ClientGone:
+            raise
+        except Exception as error:  # still a bug, but answered in JSON
+            reply = error_reply(500, f"internal error: {error!r}")
+        self._metrics.observe_request(reply.status, time.monotonic() - started, reply.headers.get(CACHE_HEADER, "none"))
+        return reply
 
-    async def _read_and_check(self, request: Request, started: float) -> tuple:
+    async def _read_and_check(self, headers: dict[str, str], read_body, started: float) -> tuple:
         """Parse and check the request; returns it, its input arrays, outputs asked for and its deadline."""
         self._arriving += 1
         try:
-            body = await read_body(request, self._max_body_bytes)
-            header, tail = split_body(body, request.headers.get(HEADER_LENGTH))
+            body = await read_body(self._max_body_bytes)
+            header, tail = split_body(body, headers.get(HEADER_LENGTH.lower()))
             parsed = parse_request(header)
             check_element_count(parsed, self._max_elements)
             timeout_s = requested_timeout_ms(parsed, self._config.request_timeout_ms) / 1000
@@ -180,8 +209,8 @@ class ModelServer:
         finally:
             self._arriving -= 1
 
-    async def _infer(self, http_request: Request, started: float) -> Response:
-        request, inputs, outputs, deadline = await self._read_and_check(http_request, started)
+    async def _infer(self, headers: dict[str, str], read_body, started: float) -> Reply:
+        request, inputs, outputs, deadline = await self._read_and_check(headers, read_body, started)
         try:
             if self._cache.max_bytes > 0:
                 result, cache = await self._cached(inputs, outputs, deadline)
@@ -195,9 +224,8 @@ class ModelServer:
                                      "parameters.timeout_ms says otherwise)") from None
         body, header_length = encode_response(self._manifest, request.id, result, binary_outputs(request, outputs))
         if header_length is None:
-            return Response(body, media_type=JSON, headers={CACHE_HEADER: cache})
-        return Response(body, media_type="application/octet-stream",
-                        headers={CACHE_HEADER: cache, HEADER_LENGTH: str(header_length)})
+            return Reply(200, body, JSON, {CACHE_HEADER: cache})
+        return Reply(200, body, "application/octet-stream", {CACHE_HEADER: cache, HEADER_LENGTH: str(header_length)})
 
     async def _cached(self, inputs: dict, outputs: tuple[str, ...], deadline: float) -> tuple[dict, str]:
         """Cache, then identical requests in flight computed once, then the batcher.
@@ -237,17 +265,17 @@ class ModelServer:
         computed = await self._batcher.submit(inputs, deadline)
         return {name: computed[name] for name in outputs}
 
-    def _unauthorized(self, request: Request) -> "Response | None":
+    def _unauthorized(self, authorization: str | None) -> "Reply | None":
         try:
-            check_bearer_token(request.headers.get("authorization"), self._token)
+            check_bearer_token(authorization, self._token)
         except ProtocolError as error:
-            return error_response(error.status, error.message, error.headers)
+            return error_reply(error.status, error.message, error.headers)
         return None
 
-    def _unknown_version(self, version: "str | None") -> "Response | None":
+    def _unknown_version(self, version: "str | None") -> "Reply | None":
         if version is None or version == self._manifest.version:
             return None
-        return error_response(
+        return error_reply(
             404, f"model {self._manifest.name!r} has no version {version!r}; versions served: "
                  f"{', '.join(self._versions)}"
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import math
 
-from starlette.requests import Request
+from typing import AsyncIterator
 
 from serve.protocol import InferenceRequest, ProtocolError
 
@@ -20,18 +20,20 @@ def check_bearer_token(authorization: str | None, token: str | None) -> None:
                             {"WWW-Authenticate": 'Bearer realm="optiserve"'})
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `max_bytes`."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise ProtocolError(413, f"request body of {int(declared)} bytes exceeds the limit of {max_bytes} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+async def read_body(declared_length: str | None, chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed `max_bytes`.
+
+    `declared_length` is the Content-Length header (None when absent); a lying one is caught while reading.
+    """
+    if declared_length is not None and declared_length.isdigit() and int(declared_length) > max_bytes:
+        raise ProtocolError(413, f"request body of {int(declared_length)} bytes exceeds the limit of {max_bytes} bytes")
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > max_bytes:
             raise ProtocolError(413, f"request body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def check_element_count(request: InferenceRequest, max_elements: int) -> None:

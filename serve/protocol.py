@@ -243,14 +243,21 @@ def encode_response(
     return (header + b"".join(tail), len(header)) if tail else (header, None)
 
 
-def model_metadata(manifest: Manifest, versions: list[str]) -> dict[str, Any]:
+PLATFORMS = {"torchscript": "pytorch_libtorch", "torch_export": "pytorch_torch_export"}
+
+
+def model_metadata(manifest: Manifest, versions: list[str], execution_provider: str | None = None) -> dict[str, Any]:
+    """KServe V2 model metadata, plus what runs the model here (an onnxruntime provider, torch device, engine)."""
     def tensors(specs):
         return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
 
-    return {
+    metadata = {
         "name": manifest.name,
         "versions": versions,
-        "platform": "pytorch_libtorch" if manifest.runtime == "torchscript" else "onnxruntime_onnx",
+        "platform": PLATFORMS.get(manifest.runtime, "onnxruntime_onnx"),
         "inputs": tensors(manifest.request_inputs),
         "outputs": tensors(manifest.outputs),
     }
+    if execution_provider is not None:
+        metadata["execution_provider"] = execution_provider
+    return metadata

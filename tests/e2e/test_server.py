@@ -82,6 +82,7 @@ def test_health_and_metadata_routes(server):
     assert status == 200
     assert model["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
     assert model["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]
+    assert model["platform"] == "onnxruntime_onnx" and model["execution_provider"] == "CPUExecutionProvider"
     assert get(f"{server.url}{MODEL_URL}/ready") == (200, {"name": "digits", "ready": True})
     assert get(f"{server.url}{MODEL_URL}/versions/1")[0] == 200
 
