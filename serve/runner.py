@@ -22,6 +22,7 @@ def ray_serve_environment(settings: ServeSettings) -> dict[str, str]:
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(settings.drain_period_s),
         "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S": str(max(settings.drain_period_s, 0.1)),
+        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": str(settings.control_loop_interval_s),
     }
     if settings.ingress == "haproxy":
         environment["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
