@@ -27,6 +27,7 @@ def ray_serve_environment(settings: ServeSettings) -> dict[str, str]:
     if settings.ingress == "haproxy":
         environment["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
         environment["RAY_SERVE_HAPROXY_NBTHREAD"] = str(settings.haproxy_threads)
+        environment["RAY_SERVE_HAPROXY_METRICS_ENABLED"] = "1" if settings.ingress_request_metrics else "0"
     return environment
 
 
