@@ -82,12 +82,35 @@ def _fit_replicas_to_cpus(settings: ServeSettings, replicas: int) -> ServeSettin
     return settings.model_copy(update={"replica_cpus": fit})
 
 
-def stop() -> None:
+def stop(settings: ServeSettings) -> None:
+    """Stop taking connections, let requests in flight finish, then stop Serve and Ray."""
     import ray
     from ray import serve
 
+    if settings.ingress == "haproxy":
+        _soft_stop_haproxy(settings.stop_grace_s)
     serve.shutdown()
     ray.shutdown()
+
+
+def _soft_stop_haproxy(grace_s: float) -> None:
+    """SIGUSR1 is HAProxy's soft stop: it closes its listeners (new connections are refused), answers the
+    requests in flight, then exits. Ray Serve's own shutdown kills HAProxy at once, cutting them off."""
+    import psutil
+
+    ingress = [p for p in psutil.Process().children(recursive=True) if _is_haproxy(p)]
+    for process in ingress:
+        process.send_signal(signal.SIGUSR1)
+    gone, alive = psutil.wait_procs(ingress, timeout=grace_s)
+    print(f"optiserve: ingress stopped taking connections; {len(gone)} of {len(ingress)} HAProxy processes "
+          f"finished their requests within {grace_s:g} s", flush=True)
+
+
+def _is_haproxy(process) -> bool:
+    try:
+        return process.name() == "haproxy"
+    except Exception:  # psutil.Error: the process went away or is not ours to inspect
+        return False
 
 
 def serve_until_signalled(paths: list[Path], settings: ServeSettings) -> None:
@@ -99,4 +122,4 @@ def serve_until_signalled(paths: list[Path], settings: ServeSettings) -> None:
           f"({settings.ingress} ingress); metrics on http://127.0.0.1:{settings.metrics_port}/metrics", flush=True)
     stop_requested.wait()
     print("optiserve: stopping", flush=True)
-    stop()
+    stop(settings)

@@ -84,6 +84,10 @@ class ServeSettings(BaseSettings):
         True, description="run an artifact's TensorRT engine where TensorRT and the GPU that built it are present; "
         "False serves its ONNX model on onnxruntime instead",
     )
+    stop_grace_s: float = Field(
+        5.0, ge=0, le=120, description="on SIGTERM/SIGINT, how long requests in flight get to finish after the "
+        "HAProxy ingress stops accepting connections, before Ray stops the replicas",
+    )
     drain_period_s: float = Field(
         2.0, ge=0, description="how long a stopping replica stays reachable so the ingress can deregister it"
     )
