@@ -68,7 +68,8 @@ def not_applicable(name: str, source: ModelSource) -> str | None:
 def int8_dynamic(ws: Workspace) -> Built:
     s = ws.settings
     target = ws.work / "int8_dynamic.onnx"
-    step = quantize_int8_dynamic(_prepared(ws, ws.fp32.path), target, s.quantize_per_channel, s.quantize_reduce_range)
+    step = quantize_int8_dynamic(_prepared(ws, ws.fp32.path), target, s.quantize_per_channel, s.quantize_reduce_range,
+                                 weight_type=s.quantize_weight_type)
     return Built(target, [*ws.fp32.steps, step])
 
 

@@ -57,18 +57,23 @@ def weight_nodes(model_path: Path) -> list[str]:
     ]
 
 
+WEIGHT_TYPES = {"qint8": "QInt8", "quint8": "QUInt8"}  # dynamic int8: signed or unsigned weights
+
+
 def quantize_int8_dynamic(
     prepared: Path, target: Path, per_channel: bool = False, reduce_range: bool = False,
-    plan: Int8Plan | None = None, nodes: list[str] | None = None,
+    plan: Int8Plan | None = None, nodes: list[str] | None = None, weight_type: str = "qint8",
 ) -> Step:
     """Quantize a prepared model. With a plan, `nodes` (from weight_nodes) are the candidates."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    options = {"weight_type": QuantType.QInt8, "reduce_range": reduce_range}
+    if weight_type not in WEIGHT_TYPES:
+        raise ValueError(f"weight_type: expected one of {', '.join(WEIGHT_TYPES)}, got {weight_type!r}")
+    options = {"weight_type": getattr(QuantType, WEIGHT_TYPES[weight_type]), "reduce_range": reduce_range}
     if plan is None:
         quantize_dynamic(str(prepared), str(target), per_channel=per_channel, **options)
         return Step(name="quantize_int8_dynamic", settings={
-            "weight_type": "QInt8", "per_channel": per_channel, "reduce_range": reduce_range,
+            "weight_type": WEIGHT_TYPES[weight_type], "per_channel": per_channel, "reduce_range": reduce_range,
         })
     source = prepared
     if plan.per_channel:
@@ -83,7 +88,7 @@ def quantize_int8_dynamic(
     if source != prepared:
         source.unlink()
     return Step(name="quantize_int8_dynamic", settings={
-        "weight_type": "QInt8", "per_channel": per_channel, "reduce_range": reduce_range,
+        "weight_type": WEIGHT_TYPES[weight_type], "per_channel": per_channel, "reduce_range": reduce_range,
         "per_channel_nodes": ",".join(plan.per_channel), "float_nodes": ",".join(plan.keep_float),
     })
 
