@@ -47,7 +47,8 @@ def optimize_model(
         built = {"fp32": workspace.fp32, **_build_candidates(workspace)}
         sessions = {name: _open(b.path, source) for name, b in built.items()}
         measurements = _measure(sessions, built, source, settings, log)
-        candidates = [c.model_copy(update={"steps": tuple(built[c.name].steps)}) for c in _judge(measurements, settings)]
+        judged = _judge(measurements, settings, source.metric_name)
+        candidates = [c.model_copy(update={"steps": tuple(built[c.name].steps)}) for c in judged]
         for candidate in candidates:
             log(describe_candidate(candidate))
         chosen = choose_candidate(candidates, settings, log)
@@ -148,7 +149,7 @@ def _measure(sessions, built, source: ModelSource, settings: OptimizeSettings, l
     )
     return {
         name: Measurement(
-            accuracy=measure.top1_accuracy(measure.run(session, source.validation_inputs), source.validation_labels),
+            accuracy=source.score(measure.run(session, source.validation_inputs)),
             latency_ms=latencies[name],
             size_bytes=built[name].path.stat().st_size,
             batch_deviation=measure.batch_deviation(session, source.validation_inputs, max(sizes)),
@@ -157,13 +158,18 @@ def _measure(sessions, built, source: ModelSource, settings: OptimizeSettings, l
     }
 
 
-def _judge(measurements: dict[str, Measurement], settings: OptimizeSettings) -> list[Candidate]:
-    """fp32 is the baseline; a candidate is accepted if it holds top-1 and is not slower at any batch size."""
+def _judge(measurements: dict[str, Measurement], settings: OptimizeSettings, metric: str = "top-1") -> list[Candidate]:
+    """fp32 is the baseline; a candidate is accepted if it holds the score and is not slower at any batch size."""
     def accuracy_problem(measured: Measurement, baseline: Measurement) -> tuple[str | None, str]:
         drop = baseline.accuracy - measured.accuracy
-        if drop > settings.accuracy_tolerance:
-            return f"top-1 drop {drop:.4f} exceeds tolerance {settings.accuracy_tolerance}", ""
-        return None, f"top-1 drop {drop:.4f} within {settings.accuracy_tolerance}"
+        allowed = settings.accuracy_tolerance
+        tolerance = f"{allowed}"
+        if settings.accuracy_tolerance_relative:
+            allowed *= abs(baseline.accuracy)
+            tolerance = f"{allowed:.4f} ({settings.accuracy_tolerance:.2%} of fp32's {baseline.accuracy:.4f})"
+        if drop > allowed:
+            return f"{metric} drop {drop:.4f} exceeds tolerance {tolerance}", ""
+        return None, f"{metric} drop {drop:.4f} within {tolerance}"
 
     return judge(measurements, accuracy_problem, compare_latency=settings.target == "cpu")
 
@@ -185,7 +191,7 @@ def judge(measurements: dict[str, Measurement], accuracy_problem, compare_latenc
         if problem:
             verdict = (False, problem)
         elif slower:
-            verdict = (False, f"slower than fp32 on this CPU at batch size {', '.join(map(str, slower))}")
+            verdict = (False, f"{held}, but slower than fp32 on this CPU at batch size {', '.join(map(str, slower))}")
         elif not compare_latency:
             verdict = (True, f"{held}; GPU target: judged on accuracy, CPU latency is no measure of GPU speed")
         else:

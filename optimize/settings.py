@@ -24,7 +24,11 @@ class OptimizeSettings(BaseSettings):
         1e-4, gt=0, description="max abs difference allowed between ONNX and PyTorch outputs"
     )
     accuracy_tolerance: float = Field(
-        0.01, ge=0, le=1, description="largest absolute top-1 drop a candidate may have vs fp32"
+        0.01, ge=0, le=1, description="largest drop of the score (top-1, or the source's metric) a candidate may "
+        "have vs fp32: absolute, or a fraction of the fp32 score with accuracy_tolerance_relative"
+    )
+    accuracy_tolerance_relative: bool = Field(
+        False, description="read accuracy_tolerance as a fraction of the fp32 score (0.01: lose at most 1% of it)"
     )
     cosine_mean_at_least: float = Field(
         0.99, ge=0, le=1, description="embedding models: least mean cosine to the fp32 embeddings a candidate may have"

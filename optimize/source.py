@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from optimize.manifest import Step
+from optimize.measure import top1_accuracy
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +40,21 @@ class ModelSource:
     calibration_inputs: np.ndarray | None = None  # static quantization; default: the training inputs
     student: "torch.nn.Module | None" = None  # distillation; default: the model with 75% of hidden units removed
     prior_steps: tuple[Step, ...] = ()  # what was done before the optimizer got the model (e.g. Keras pruning)
+    # The score every candidate is judged by: metric(outputs, validation_labels), higher is better.
+    # None: top-1 accuracy of the outputs' argmax against class-index labels.
+    metric: "Callable[[np.ndarray, np.ndarray], float] | None" = None
+
+    def score(self, outputs: np.ndarray) -> float:
+        if self.metric is None:
+            return top1_accuracy(outputs, self.validation_labels)
+        value = self.metric(outputs, self.validation_labels)
+        if not np.isfinite(value):
+            raise ValueError(f"{self.name}: the metric must return a finite number, got {value!r}")
+        return float(value)
+
+    @property
+    def metric_name(self) -> str:
+        return "top-1" if self.metric is None else getattr(self.metric, "__name__", "metric")
 
     @property
     def calibration(self) -> np.ndarray:

@@ -69,3 +69,41 @@ def test_int8_ships_only_when_accurate_and_not_slower(int8, accepted, reason):
     verdict = _judge({"fp32": fp32, "int8": int8}, OptimizeSettings(accuracy_tolerance=0.01))[1]
     assert verdict.accepted is accepted
     assert reason in verdict.reason
+
+
+@pytest.mark.parametrize("int8_score, accepted", [(0.497, True), (0.49, False)])
+def test_a_relative_tolerance_is_a_fraction_of_the_fp32_score(int8_score, accepted):
+    fp32, int8 = _measurement(0.5, 1.0, 10.0), _measurement(int8_score, 0.9, 9.0)
+    settings = OptimizeSettings(accuracy_tolerance=0.01, accuracy_tolerance_relative=True)  # 1% of 0.5: 0.005
+    verdict = _judge({"fp32": fp32, "int8": int8}, settings, "f1")[1]
+    assert verdict.accepted is accepted
+    assert verdict.reason.startswith("f1 drop") and "1.00% of fp32's 0.5000" in verdict.reason
+
+
+def negative_log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(log_probs[np.arange(len(labels)), labels].mean())
+
+
+def test_a_user_metric_judges_the_candidates_and_is_recorded(digits_source, tmp_path):
+    from dataclasses import replace
+
+    from optimize.pipeline import optimize_model
+
+    source = replace(digits_source, metric=negative_log_loss)
+    manifest = optimize_model(source, tmp_path / "digits", OptimizeSettings(
+        latency_repeats=10, accuracy_tolerance=0.05, accuracy_tolerance_relative=True))
+    session = ort.InferenceSession(str(tmp_path / "digits" / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": digits_source.validation_inputs})[0]
+    assert manifest.after.accuracy == pytest.approx(negative_log_loss(logits, digits_source.validation_labels))
+    assert manifest.before.accuracy < 0  # a log likelihood, not a top-1 fraction
+    assert all(c.reason.startswith("negative_log_loss drop") for c in manifest.candidates if c.name != "fp32")
+
+
+def test_a_metric_that_returns_nan_is_refused_by_name(digits_source):
+    from dataclasses import replace
+
+    source = replace(digits_source, metric=lambda outputs, labels: float("nan"))
+    with pytest.raises(ValueError, match="must return a finite number"):
+        source.score(np.zeros((3, 10), dtype=np.float32))
