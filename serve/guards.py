@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import math
-
 from typing import AsyncIterator
 
 from serve.protocol import InferenceRequest, ProtocolError

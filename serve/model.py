@@ -37,7 +37,7 @@ def load_model(artifact_dir: Path, intra_op_threads: int = 1, settings: ServeSet
 
         model = TensorRTModel(Path(artifact_dir), manifest)
     else:
-        model = OnnxModel(Path(artifact_dir), intra_op_threads, settings.max_batch_size)
+        model = OnnxModel(Path(artifact_dir), manifest, intra_op_threads, settings.max_batch_size)
     logger.info("%s %s: %s runtime on %s", manifest.name, manifest.version, manifest.runtime, model.execution_provider)
     return model
 
@@ -54,8 +54,11 @@ def _engine_wanted(manifest: Manifest, settings: ServeSettings) -> bool:
 
 
 class OnnxModel:
-    def __init__(self, artifact_dir: Path, intra_op_threads: int = 1, max_batch_size: int = 32) -> None:
-        self.manifest, model_path = load_verified(Path(artifact_dir))
+    def __init__(self, artifact_dir: Path, manifest: Manifest, intra_op_threads: int = 1,
+                 max_batch_size: int = 32) -> None:
+        """`manifest`: the artifact's, already verified (load_model verifies before it chooses a runtime)."""
+        self.manifest = manifest
+        model_path = Path(artifact_dir) / manifest.model_file
         if self.manifest.runtime != "onnxruntime":
             raise ValueError(f"{artifact_dir}: expected runtime onnxruntime, manifest says {self.manifest.runtime}")
         options = ort.SessionOptions()

@@ -9,6 +9,7 @@ import pytest
 
 from optimize import measure
 from optimize.export import export_onnx
+from optimize.manifest import load_verified
 from optimize.pipeline import optimize_model
 from optimize.settings import OptimizeSettings
 from serve.model import OnnxModel, load_model
@@ -77,5 +78,5 @@ def test_fp16_artifact_runs_on_a_gpu_provider_where_one_is_present(fp16_artifact
     if not gpu:
         pytest.skip(f"onnxruntime here offers {ort.get_available_providers()}: no CUDA or TensorRT provider "
                     "(install onnxruntime-gpu on a GPU machine)")
-    model = OnnxModel(fp16_artifact)
+    model = OnnxModel(fp16_artifact, load_verified(fp16_artifact)[0])
     assert model.execution_provider in gpu
