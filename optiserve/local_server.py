@@ -88,6 +88,15 @@ def start_server(
     env: dict[str, str] | None = None,
 ) -> RunningServer:
     """Start the server (free loopback ports unless given) and return once /v2/health/ready says so."""
+    return wait_until_ready(launch_server(artifacts, log_path, *extra_args, port=port, metrics_port=metrics_port,
+                                          env=env))
+
+
+def launch_server(
+    artifacts: list[Path], log_path: Path, *extra_args: str, port: int = 0, metrics_port: int = 0,
+    env: dict[str, str] | None = None,
+) -> RunningServer:
+    """Start the server process and return at once, while it is still starting."""
     port, metrics_port = port or free_port(), metrics_port or free_port()
     command = [
         sys.executable, "-m", "optiserve.cli", "serve", *map(str, artifacts),
@@ -95,7 +104,12 @@ def start_server(
     ]
     log = open(log_path, "w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_environment(env))
-    server = RunningServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", process, log_path)
+    return RunningServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", process, log_path)
+
+
+def wait_until_ready(server: RunningServer) -> RunningServer:
+    """Poll /v2/health/ready until it answers 200; stop the server and raise if it exits or takes too long."""
+    process, log_path = server.process, server.log_path
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -8,7 +8,9 @@ routes (health, server metadata) and 404s for unknown models.
 
 
 import asyncio
+import json
 import time
+import urllib.request
 from importlib import metadata
 from pathlib import Path
 
@@ -282,6 +284,21 @@ class ModelServer:
 
 
 root_api = _with_json_errors(FastAPI(title="optiserve", docs_url=None, redoc_url=None))
+
+
+def routed_apps(routes_url: str) -> set[str]:
+    """Applications the HTTP ingress routes to now, from its `/-/routes` table ({prefix: app}).
+
+    A Serve application is RUNNING a moment before the ingress has its route: until then, requests for
+    it still reach the root app (503), so readiness waits for the route. Unreachable counts as none.
+    """
+    try:
+        with urllib.request.urlopen(routes_url, timeout=2) as response:
+            return set(json.loads(response.read()).values())
+    except (OSError, ValueError):  # refused, timed out, 503 while the ingress has no routes, not JSON
+        return set()
+
+
 READY_CACHE_S = 1.0
 
 
@@ -291,9 +308,10 @@ class ServerRoot:
     """Server-wide KServe V2 routes; anything under /v2/models/ that reaches here is an unknown model,
     or a served one whose application is not running yet (503)."""
 
-    def __init__(self, models: list[str], apps: "list[str] | None" = None) -> None:
+    def __init__(self, models: list[str], apps: "list[str] | None" = None, routes_url: "str | None" = None) -> None:
         self._models = models
         self._model_apps = apps or models  # one Serve application per model version
+        self._routes_url = routes_url
         self._ready = (0.0, False)
 
     @root_api.get("/v2/health/live")
@@ -324,6 +342,8 @@ class ServerRoot:
             ready = all(
                 name in statuses and statuses[name].status == "RUNNING" for name in self._model_apps
             )
+            if ready and self._routes_url:
+                ready = set(self._model_apps) <= await asyncio.to_thread(routed_apps, self._routes_url)
             self._ready = (time.monotonic(), ready)
         return ready
 

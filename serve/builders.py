@@ -63,6 +63,10 @@ class RootAppArgs(BaseModel):
     apps: list[str] | None = Field(
         None, description="Serve applications that must run for /v2/health/ready (default: one per model)"
     )
+    routes_url: str | None = Field(
+        None, description="the HTTP ingress's /-/routes, e.g. http://127.0.0.1:8000/-/routes: if set, "
+        "/v2/health/ready also waits until the ingress routes to every application",
+    )
 
 
 def model_app(args: dict | ModelAppArgs) -> Application:
@@ -73,4 +77,4 @@ def model_app(args: dict | ModelAppArgs) -> Application:
 
 def root_app(args: dict | RootAppArgs) -> Application:
     parsed = RootAppArgs.model_validate(args)
-    return ServerRoot.bind(parsed.models, parsed.apps)
+    return ServerRoot.bind(parsed.models, parsed.apps, parsed.routes_url)

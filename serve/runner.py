@@ -61,13 +61,23 @@ def start(
             signal.signal(signum, lambda *_: stop_requested.set())
     serve.start(http_options={"host": settings.host, "port": settings.port})
     settings = _fit_replicas_to_cpus(settings, replicas=len(served) * settings.replicas)
+    models = sorted({version.manifest.name for version in served})
+    apps = [version.app_name for version in served]
+    # The root app goes first: once it has its route, requests for a model that is still starting get its
+    # 503 + Retry-After instead of the ingress's 404 for an unknown path.
+    serve.run(root_app(RootAppArgs(models=models, apps=apps, routes_url=_routes_url(settings))),
+              name=RESERVED_NAME, route_prefix="/")
     for version in served:
         serve.run(build_model_app(version.artifact_dir, settings, version.all_versions, version.app_name),
                   name=version.app_name, route_prefix=version.route_prefix)
-    models = sorted({version.manifest.name for version in served})
-    apps = [version.app_name for version in served]
-    serve.run(root_app(RootAppArgs(models=models, apps=apps)), name=RESERVED_NAME, route_prefix="/")
     return served
+
+
+def _routes_url(settings: ServeSettings) -> str:
+    """Where this machine reaches its own ingress's route table (a wildcard bind is reached on loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.port}/-/routes"
 
 
 def _fit_replicas_to_cpus(settings: ServeSettings, replicas: int) -> ServeSettings:
