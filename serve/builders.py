@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
-from optimize.manifest import load_verified
+from optimize.manifest import Manifest, load_verified
 from serve.app import ModelServer, ServerRoot
 from serve.providers import gpu_present, replica_gpus
 from serve.settings import ServeSettings
@@ -27,10 +27,15 @@ def deployment_name(app_name: str) -> str:
 
 
 def build_model_app(
-    artifact_dir: Path, settings: ServeSettings, versions: tuple[str, ...] | None = None, app_name: str | None = None
+    artifact_dir: Path, settings: ServeSettings, versions: tuple[str, ...] | None = None, app_name: str | None = None,
+    verified: Manifest | None = None,
 ) -> Application:
-    """One model version's application; `versions` lists all served versions of the model, newest first."""
-    manifest, _ = load_verified(artifact_dir)
+    """One model version's application; `versions` lists all served versions of the model, newest first.
+
+    `verified` is the artifact's manifest where the caller has already checked its sha256 (the model repository
+    does); otherwise it is checked here. Each replica checks it again where it loads the model.
+    """
+    manifest = verified or load_verified(artifact_dir)[0]
     return ModelServer.options(
         name=deployment_name(app_name or manifest.name),
         num_replicas=settings.replicas,

@@ -68,7 +68,8 @@ def start(
     serve.run(root_app(RootAppArgs(models=models, apps=apps, routes_url=_routes_url(settings))),
               name=RESERVED_NAME, route_prefix="/")
     for version in served:
-        serve.run(build_model_app(version.artifact_dir, settings, version.all_versions, version.app_name),
+        serve.run(build_model_app(version.artifact_dir, settings, version.all_versions, version.app_name,
+                                  verified=version.manifest),
                   name=version.app_name, route_prefix=version.route_prefix)
     return served
 
