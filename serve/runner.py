@@ -28,6 +28,9 @@ def ray_serve_environment(settings: ServeSettings) -> dict[str, str]:
         environment["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
         environment["RAY_SERVE_HAPROXY_NBTHREAD"] = str(settings.haproxy_threads)
         environment["RAY_SERVE_HAPROXY_METRICS_ENABLED"] = "1" if settings.ingress_request_metrics else "0"
+        environment["RAY_SERVE_HAPROXY_RETRY_ON"] = (
+            "conn-failure empty-response junk-response" if settings.retry_lost_requests else "conn-failure"
+        )
     return environment
 
 

@@ -102,6 +102,12 @@ class ServeSettings(BaseSettings):
         "(docs/BENCHMARKS.md). optiserve_requests and its latency histogram count every request in the replica "
         "either way",
     )
+    retry_lost_requests: bool = Field(
+        True, description="HAProxy resends a request to another replica when its replica closed the connection "
+        "without an answer (a replica that died mid-request) or answered garbage, not only when it could not "
+        "connect (Ray's default). Safe because inference is a pure function of the request; requests over "
+        "HAProxy's 16 KiB buffer are not resent",
+    )
     haproxy_threads: int = Field(
         default_factory=lambda: min(4, max(1, (os.cpu_count() or 2) // 2)),
         ge=1, description="HAProxy worker threads (default: half the cores, 1 to 4)",
