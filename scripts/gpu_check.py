@@ -187,6 +187,7 @@ def check_onnxruntime(case: Case, work: Path, device: str) -> Path:
     import onnxruntime as ort
 
     from optimize.gpu import convert_fp16
+    from optimize.manifest import load_verified
     from serve.model import OnnxModel
 
     out = work / f"{case.name}-onnx"
@@ -195,7 +196,7 @@ def check_onnxruntime(case: Case, work: Path, device: str) -> Path:
                      case.dynamic(), case.output, out / "fp32.onnx")
     convert_fp16(out / "fp32.onnx", out / "model.onnx")
     write_artifact(out, case.name, "model.onnx", case.specs, [(case.output, "FP32", case.output_shape)])
-    model = OnnxModel(out, max_batch_size=max(BATCHES))
+    model = OnnxModel(out, load_verified(out)[0], max_batch_size=max(BATCHES))
     feed = case.feed_for(max(BATCHES))
     compare(f"{case.name} fp16 ONNX on onnxruntime", model.run(feed)[case.output], case.reference(feed), case.kind,
             model, case.feed_for)

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from optimize.manifest import Manifest, load_verified
 from serve.providers import CPU, TENSORRT, choose_providers, gpu_present, tensorrt_installed, tensorrt_profile
 from serve.settings import ServeSettings
-from serve.text import TextEncoder
+from serve.text import TextEncoder, choose_token_budget
 
 logger = logging.getLogger("ray.serve")
 
@@ -31,13 +31,14 @@ def load_model(artifact_dir: Path, intra_op_threads: int = 1, settings: ServeSet
     if manifest.runtime in ("torchscript", "torch_export"):
         from serve.torch_model import TorchModel
 
-        model = TorchModel(manifest, model_path, intra_op_threads, settings.torch_dtype)
+        model = TorchModel(manifest, model_path, intra_op_threads, settings.torch_dtype, settings.text_token_budget)
     elif _engine_wanted(manifest, settings):
         from serve.tensorrt_model import TensorRTModel
 
         model = TensorRTModel(Path(artifact_dir), manifest)
     else:
-        model = OnnxModel(Path(artifact_dir), manifest, intra_op_threads, settings.max_batch_size)
+        model = OnnxModel(Path(artifact_dir), manifest, intra_op_threads, settings.max_batch_size,
+                          settings.text_token_budget)
     logger.info("%s %s: %s runtime on %s", manifest.name, manifest.version, manifest.runtime, model.execution_provider)
     return model
 
@@ -55,7 +56,7 @@ def _engine_wanted(manifest: Manifest, settings: ServeSettings) -> bool:
 
 class OnnxModel:
     def __init__(self, artifact_dir: Path, manifest: Manifest, intra_op_threads: int = 1,
-                 max_batch_size: int = 32) -> None:
+                 max_batch_size: int = 32, text_token_budget: int | None = None) -> None:
         """`manifest`: the artifact's, already verified (load_model verifies before it chooses a runtime)."""
         self.manifest = manifest
         model_path = Path(artifact_dir) / manifest.model_file
@@ -76,7 +77,8 @@ class OnnxModel:
                            self.manifest.name)
         self.output_names = [o.name for o in self._session.get_outputs()]
         text = self.manifest.text_input
-        self._text = TextEncoder(Path(artifact_dir), text) if text is not None else None
+        budget = choose_token_budget(text_token_budget, on_gpu=self._bound)
+        self._text = TextEncoder(Path(artifact_dir), text, budget) if text is not None else None
 
     def _configured(self, provider: str, max_batch_size: int):
         """TensorRT provider: fp16, engine and timing caches, one profile for batch 1..max_batch_size."""

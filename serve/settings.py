@@ -73,6 +73,10 @@ class ServeSettings(BaseSettings):
     request_timeout_ms: float = RuntimeConfig.model_fields["request_timeout_ms"]
     reject_status: Literal[503, 429] = RuntimeConfig.model_fields["reject_status"]
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per replica")
+    text_token_budget: int | None = Field(
+        None, ge=1, description="text models: most padded tokens per model call; a batch is sorted by length and cut "
+        "into groups within it. Default: 1 on a CPU (one sentence per call, measured fastest), the whole batch on a GPU",
+    )
     replica_gpus: float | None = Field(
         None, ge=0, description="GPUs Ray reserves for each replica of a GPU-target artifact; default 1 where this "
         "node has a GPU, else 0 (the artifact is then served on the CPU). CPU-target artifacts never ask for one",

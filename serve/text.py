@@ -20,11 +20,19 @@ from tokenizers import Tokenizer
 from optimize.manifest import TextInput
 
 Feed = dict[str, np.ndarray]
-TOKEN_BUDGET = 256  # padded tokens per model call; measured: benchmarks in docs/BENCHMARKS.md ("Text batching")
+# Padded tokens per model call, unless configured (OPTISERVE_TEXT_TOKEN_BUDGET). On a CPU, one sentence per call
+# served all-MiniLM-L6-v2 fastest: 1.11-1.13x the requests per second of a 256-token budget at 8 and 32 concurrent
+# clients, level at 128 (docs/BENCHMARKS.md, "Text batching"). On a GPU, padding the whole batch is what pays.
+CPU_TOKEN_BUDGET = 1
+GPU_TOKEN_BUDGET = 1 << 20
+
+
+def choose_token_budget(configured: int | None, on_gpu: bool) -> int:
+    return configured or (GPU_TOKEN_BUDGET if on_gpu else CPU_TOKEN_BUDGET)
 
 
 class TextEncoder:
-    def __init__(self, artifact_dir: Path, spec: TextInput, token_budget: int = TOKEN_BUDGET) -> None:
+    def __init__(self, artifact_dir: Path, spec: TextInput, token_budget: int = CPU_TOKEN_BUDGET) -> None:
         self._spec = spec
         self._budget = token_budget
         self._tokenizer = Tokenizer.from_file(str(Path(artifact_dir) / spec.tokenizer_file))

@@ -25,7 +25,7 @@ def torch_device(target: str, cuda_available: bool) -> str:
 
 class TorchModel:
     def __init__(self, manifest: Manifest, model_path: Path, intra_op_threads: int = 1,
-                 dtype: str = "float16") -> None:
+                 dtype: str = "float16", text_token_budget: int | None = None) -> None:
         try:
             import torch
         except ImportError:
@@ -40,9 +40,10 @@ class TorchModel:
         self.output_names = [spec.name for spec in manifest.outputs]
         self._text = None
         if manifest.text_input is not None:
-            from serve.text import TextEncoder
+            from serve.text import TextEncoder, choose_token_budget
 
-            self._text = TextEncoder(model_path.parent, manifest.text_input)
+            self._text = TextEncoder(model_path.parent, manifest.text_input,
+                                     choose_token_budget(text_token_budget, self._device != "cpu"))
         self.execution_provider = self._describe()
 
     def _load(self, model_path: Path):

@@ -52,3 +52,24 @@ def test_long_strings_are_truncated_to_max_length(tokenizer_dir):
 def test_padding_is_masked(tokenizer_dir):
     feed = encoder(tokenizer_dir, budget=4096).encode(texts("a", "two words"))
     assert feed["attention_mask"].tolist()[0][-1] == 0 and feed["input_ids"][0, -1] == 0
+
+
+def test_one_sentence_per_call_on_a_cpu_and_the_whole_batch_on_a_gpu_unless_configured():
+    from serve.text import choose_token_budget
+
+    assert choose_token_budget(None, on_gpu=False) == 1
+    assert choose_token_budget(None, on_gpu=True) >= 256 * 128  # a full batch of the longest sentences
+    assert choose_token_budget(512, on_gpu=False) == choose_token_budget(512, on_gpu=True) == 512
+
+
+def test_a_budget_of_one_runs_every_sentence_alone_in_request_order(tokenizer_dir):
+    calls = []
+
+    def token_sums(feed):
+        calls.append(feed["input_ids"].shape[0])
+        return (feed["input_ids"] * feed["attention_mask"]).sum(axis=1, keepdims=True)
+
+    single = encoder(tokenizer_dir, budget=1).run_grouped(SENTENCES, token_sums)
+    padded = encoder(tokenizer_dir, budget=1 << 20).run_grouped(SENTENCES, token_sums)
+    np.testing.assert_array_equal(single, padded)
+    assert calls[: len(SENTENCES)] == [1] * len(SENTENCES) and calls[len(SENTENCES):] == [len(SENTENCES)]
