@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -19,7 +20,8 @@ BIN = Path(sys.executable).parent
 def node_environment() -> dict[str, str]:
     """What `eval "$(optiserve ray-env)"` sets, plus token auth off for this throwaway local cluster."""
     printed = subprocess.run([str(BIN / "optiserve"), "ray-env"], capture_output=True, text=True, check=True).stdout
-    exports = dict(line.removeprefix("export ").split("=", 1) for line in printed.splitlines())
+    # each line is `export NAME=VALUE` with VALUE shell-quoted, as eval would read it
+    exports = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in printed.splitlines())
     return {**os.environ, **exports, "RAY_AUTH_MODE": "disabled"}
 
 
