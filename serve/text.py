@@ -21,7 +21,7 @@ from optimize.manifest import TextInput
 
 Feed = dict[str, np.ndarray]
 # Padded tokens per model call, unless configured (OPTISERVE_TEXT_TOKEN_BUDGET). On a CPU, one sentence per call
-# served all-MiniLM-L6-v2 fastest: 1.11-1.13x the requests per second of a 256-token budget at 8 and 32 concurrent
+# served all-MiniLM-L6-v2 fastest: 1.08-1.13x the requests per second of a 256-token budget at 8 and 32 concurrent
 # clients, level at 128 (docs/BENCHMARKS.md, "Text batching"). On a GPU, padding the whole batch is what pays.
 CPU_TOKEN_BUDGET = 1
 GPU_TOKEN_BUDGET = 1 << 20
