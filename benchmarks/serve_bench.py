@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/serve_bench.py [--seconds 6] [--repeats 2] [--concurrency 1 16 64]
 
-Closed-loop aiohttp clients on the same machine send cache-cold requests (each
+Closed-loop clients (benchmarks/load_client.py) on the same machine send cache-cold requests (each
 body unique) for a fixed time. Systems are interleaved (A B A B) and each cell
 is the median over repeats. The ceiling is onnxruntime in-process running
 ideal full batches of `concurrency` rows. Prints markdown tables.
@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.load_client import run_closed_loop  # noqa: E402
 from optiserve.local_server import start_server, stop_server  # noqa: E402
 
 POOL = 60_000
@@ -40,40 +41,21 @@ def request_bodies(count: int) -> list[bytes]:
     ]
 
 
+class _UniqueBodies:
+    """Bodies in turn from one counter shared by every load run, so no body is sent twice to one server."""
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        self._bodies = bodies
+
+    def next(self) -> bytes:
+        return self._bodies[next(_next_body) % len(self._bodies)]
+
+
 async def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
-    import aiohttp
-
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.monotonic() + seconds
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
-        async def client():
-            nonlocal errors
-            while time.monotonic() < stop_at:
-                body = bodies[next(_next_body) % len(bodies)]
-                started = time.perf_counter()
-                try:
-                    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
-                        await response.read()
-                        ok = response.status == 200
-                except aiohttp.ClientError:
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    errors += 1
-
-        began = time.monotonic()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        elapsed = time.monotonic() - began
-    latencies.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50_ms": latencies[len(latencies) // 2] * 1e3 if latencies else float("nan"),
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3 if latencies else float("nan"),
-        "errors": errors,
-    }
+    """The shared load client (benchmarks/load_client.py) over `bodies`, on the running event loop."""
+    cell = await run_closed_loop(url, _UniqueBodies(bodies), concurrency, seconds, timeout_s=30)
+    cell.pop("error_kinds")  # cells hold numbers only (median_cells)
+    return cell
 
 
 def ceiling(model_path: Path, concurrency: int, seconds: float) -> dict:
