@@ -98,6 +98,8 @@ class _Connection(asyncio.Protocol):
             self._fail(error)
 
     def on_message_complete(self) -> None:  # httptools callback: the whole response is in
+        if not self._parser.should_keep_alive() and self._transport is not None:
+            self._transport.close()  # the server said `Connection: close`: the next request reconnects
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(self._parser.get_status_code())
 

@@ -24,6 +24,9 @@ class CountingHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(reply)))
+        if self.path == "/close":
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(reply)
 
@@ -62,6 +65,12 @@ def test_every_request_is_answered_once_and_bodies_arrive_whole(http_server):
     sent = sorted(int(body[5:-1]) for _, body in http_server.received)
     assert sent == list(range(len(sent)))  # each body once, whole, none skipped
     assert cell["p50_ms"] <= cell["p99_ms"]
+
+
+def test_a_server_that_closes_after_each_answer_costs_nothing(http_server):
+    cell = closed_loop(_url(http_server, "/close"), NumberedBodies(), concurrency=2, seconds=0.3)
+    assert cell["errors"] == 0, cell["error_kinds"]
+    assert cell["answered"] == len(http_server.received) > 1
 
 
 def test_non_200_answers_are_errors_by_status(http_server):
