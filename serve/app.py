@@ -151,7 +151,8 @@ class ModelServer:
         self._cache = ResultCache(config.cache_max_bytes, config.cache_ttl_s)
         self._coalescer = Coalescer()
         self._shared = (
-            RedisTier(settings.redis_url, settings.redis_timeout_ms / 1000, config.cache_ttl_s)
+            RedisTier(settings.redis_url, settings.redis_timeout_ms / 1000, config.cache_ttl_s,
+                      on_failure=self._metrics.observe_shared_failure)
             if settings.redis_url else None
         )
         self._background: set[asyncio.Task] = set()
@@ -253,9 +254,9 @@ class ModelServer:
     async def _shared_or_compute(self, key: bytes, inputs: dict, outputs: tuple[str, ...], deadline: float) -> dict:
         if self._shared is None:
             return await self._compute(inputs, outputs, deadline)
-        errors = self._shared.errors
         result = await self._shared.get(key)
-        self._metrics.observe_shared(hit=result is not None, failed=self._shared.errors > errors)
+        if result is not None:
+            self._metrics.observe_shared_hit()
         if result is None:
             result = await self._compute(inputs, outputs, deadline)
             task = asyncio.get_running_loop().create_task(self._shared.put(key, result))

@@ -54,7 +54,8 @@ class ServeMetrics:
             "optiserve_cache_shared_hits", "Local cache misses answered by the shared (Redis) tier."
         )
         self.shared_errors = self._counter(
-            "optiserve_cache_shared_errors", "Shared-tier calls that failed or timed out (served as misses)."
+            "optiserve_cache_shared_errors",
+            "Shared-tier reads and writes that failed or timed out (reads are served as misses, writes dropped).",
         )
 
     def _tagged(self, metric):
@@ -97,11 +98,12 @@ class ServeMetrics:
         if evicted:
             self.cache_evictions.inc(evicted)
 
-    def observe_shared(self, hit: bool, failed: bool) -> None:
-        if hit:
-            self.shared_hits.inc(1)
-        if failed:
-            self.shared_errors.inc(1)
+    def observe_shared_hit(self) -> None:
+        self.shared_hits.inc(1)
+
+    def observe_shared_failure(self) -> None:
+        """A shared-tier read or write failed or timed out (reads then count as misses; writes are dropped)."""
+        self.shared_errors.inc(1)
 
     def observe_coalesced(self) -> None:
         self.coalesced.inc(1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Callable
 
 import numpy as np
 import orjson
@@ -49,7 +50,9 @@ def decode_result(blob: bytes) -> Result:
 
 
 class RedisTier:
-    def __init__(self, url: str, timeout_s: float = 0.05, ttl_s: float | None = None, retry_after_s: float = 5.0):
+    def __init__(self, url: str, timeout_s: float = 0.05, ttl_s: float | None = None, retry_after_s: float = 5.0,
+                 on_failure: Callable[[], None] = lambda: None):
+        """`on_failure` is called once for every failed or timed-out call, reads and writes alike."""
         import redis.asyncio
 
         self._client = redis.asyncio.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
@@ -57,6 +60,7 @@ class RedisTier:
         self._ttl_ms = int(ttl_s * 1000) if ttl_s else None
         self._retry_after_s = retry_after_s
         self._resting_until = 0.0
+        self._on_failure = on_failure
         self.errors = 0
 
     @property
@@ -84,6 +88,7 @@ class RedisTier:
 
     def _rest(self, error: Exception) -> None:
         self.errors += 1
+        self._on_failure()
         if self.available:
             log.warning("shared cache unavailable (%r); local cache only for %.0f s", error, self._retry_after_s)
         self._resting_until = time.monotonic() + self._retry_after_s

@@ -85,3 +85,25 @@ def test_an_outage_is_a_fast_miss_then_the_tier_recovers(redis_server):
     assert during == [None] * 20
     assert elapsed < 1.0 and errors == 1
     assert recovered is not None and recovered["y"][0] == 1
+
+
+@needs_redis
+def test_every_failed_call_is_reported_writes_included(redis_server):
+    """A write that fails (a background put after Redis went away) reaches the failure metric too."""
+    failures = []
+
+    async def scenario():
+        tier = RedisTier(redis_server.url, timeout_s=0.05, retry_after_s=0.2, on_failure=lambda: failures.append(1))
+        await tier.put(b"k", {"y": np.zeros(1, dtype=np.float32)})
+        redis_server.stop()
+        await tier.put(b"k2", {"y": np.zeros(1, dtype=np.float32)})  # fails: reported, then the tier rests
+        resting_read = await tier.get(b"k")  # no call while resting: nothing to report
+        await asyncio.sleep(0.25)
+        failed_read = await tier.get(b"k")  # rested: tries again and fails
+        redis_server.start()
+        await tier.close()
+        return resting_read, failed_read, tier.errors
+
+    resting_read, failed_read, errors = asyncio.run(scenario())
+    assert resting_read is None and failed_read is None
+    assert len(failures) == errors == 2
