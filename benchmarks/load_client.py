@@ -117,6 +117,10 @@ class _Connection(asyncio.Protocol):
     def open(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
 
+    def close(self) -> None:
+        if self.open:
+            self._transport.close()
+
     async def send(self, request: bytes, timeout_s: float) -> int:
         """Write one whole request and return the response's status code."""
         loop = asyncio.get_running_loop()
@@ -164,8 +168,8 @@ async def run_closed_loop(url: str, bodies, concurrency: int, seconds: float, ti
                 latencies.append(time.perf_counter() - started)
             else:
                 errors[outcome] = errors.get(outcome, 0) + 1
-        if connection is not None and connection.open:
-            connection._transport.close()
+        if connection is not None:
+            connection.close()
 
     cpu_before, began = _cpu_seconds(), time.monotonic()
     await asyncio.gather(*(client() for _ in range(concurrency)))
