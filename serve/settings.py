@@ -84,6 +84,10 @@ class ServeSettings(BaseSettings):
     torch_dtype: Literal["float16", "bfloat16", "float32"] = Field(
         "float16", description="torch runtime on CUDA: autocast dtype for GPU-target artifacts (outputs are FP32)"
     )
+    torch_cuda_graphs: bool = Field(
+        True, description="torch runtime on CUDA: capture each padded input shape into a CUDA graph and replay it "
+        "(one launch per call instead of one per op); False runs the program op by op",
+    )
     tensorrt_engine: bool = Field(
         True, description="run an artifact's TensorRT engine where TensorRT and the GPU that built it are present; "
         "False serves its ONNX model on onnxruntime instead",

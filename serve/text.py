@@ -32,9 +32,13 @@ def choose_token_budget(configured: int | None, on_gpu: bool) -> int:
 
 
 class TextEncoder:
-    def __init__(self, artifact_dir: Path, spec: TextInput, token_budget: int = CPU_TOKEN_BUDGET) -> None:
+    def __init__(self, artifact_dir: Path, spec: TextInput, token_budget: int = CPU_TOKEN_BUDGET,
+                 token_multiple: int = 1) -> None:
+        """token_multiple: pad each call's token axis up to a multiple of it (never past max_length), so that
+        calls come in few shapes (CUDA graphs are captured per shape)."""
         self._spec = spec
         self._budget = token_budget
+        self._multiple = token_multiple
         self._tokenizer = Tokenizer.from_file(str(Path(artifact_dir) / spec.tokenizer_file))
         self._tokenizer.enable_truncation(spec.max_length)
         self._tokenizer.no_padding()
@@ -67,6 +71,7 @@ class TextEncoder:
     def _padded(self, ids: list[list[int]], rows) -> Feed:
         rows = list(rows)
         longest = max(len(ids[row]) for row in rows)
+        longest = min(-(-longest // self._multiple) * self._multiple, max(longest, self._spec.max_length))
         token_ids = np.zeros((len(rows), longest), dtype=np.int64)  # 0 is [PAD] for BERT vocabularies
         mask = np.zeros((len(rows), longest), dtype=np.int64)
         for index, row in enumerate(rows):

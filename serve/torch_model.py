@@ -4,18 +4,22 @@ Serves what onnxruntime cannot run, such as PyTorch's own static int8
 (fbgemm/x86, qnnpack) kernels on the CPU, and GPU-target artifacts on CUDA
 where only PyTorch is installed: the program runs under autocast in
 `torch_dtype` (fp16 or bf16) and answers in FP32. CPU-target artifacts, and
-GPU-target ones on a machine without CUDA, run on the CPU in fp32. torch is
-imported only when such an artifact is loaded, so an onnxruntime-only image
-never needs it.
+GPU-target ones on a machine without CUDA, run on the CPU in fp32. On CUDA
+each padded input shape is captured into a CUDA graph and replayed
+(serve/cuda_graphs.py; OPTISERVE_TORCH_CUDA_GRAPHS). torch is imported only
+when such an artifact is loaded, so an onnxruntime-only image never needs it.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from optimize.manifest import Manifest
+
+log = logging.getLogger(__name__)
 
 
 def torch_device(target: str, cuda_available: bool) -> str:
@@ -25,7 +29,7 @@ def torch_device(target: str, cuda_available: bool) -> str:
 
 class TorchModel:
     def __init__(self, manifest: Manifest, model_path: Path, intra_op_threads: int = 1,
-                 dtype: str = "float16", text_token_budget: int | None = None) -> None:
+                 dtype: str = "float16", text_token_budget: int | None = None, cuda_graphs: bool = True) -> None:
         try:
             import torch
         except ImportError:
@@ -38,12 +42,19 @@ class TorchModel:
         self._dtype = getattr(torch, dtype) if self._device == "cuda" else torch.float32
         self._module = self._load(model_path)
         self.output_names = [spec.name for spec in manifest.outputs]
+        self._graphed = None
+        if cuda_graphs and self._device == "cuda":
+            from serve.cuda_graphs import GraphedForward
+
+            self._graphed = GraphedForward(torch, self._run_module, self._device)
         self._text = None
         if manifest.text_input is not None:
+            from serve.cuda_graphs import TOKEN_MULTIPLE
             from serve.text import TextEncoder, choose_token_budget
 
             self._text = TextEncoder(model_path.parent, manifest.text_input,
-                                     choose_token_budget(text_token_budget, self._device != "cpu"))
+                                     choose_token_budget(text_token_budget, self._device != "cpu"),
+                                     token_multiple=TOKEN_MULTIPLE if self._graphed else 1)
         self.execution_provider = self._describe()
 
     def _load(self, model_path: Path):
@@ -61,7 +72,9 @@ class TorchModel:
         if self._device == "cpu":
             return f"torch:cpu ({self.manifest.runtime}, float32)"
         name = self._torch.cuda.get_device_name(0)
-        return f"torch:cuda ({self.manifest.runtime}, {name}, {str(self._dtype).removeprefix('torch.')} autocast)"
+        graphs = ", CUDA graphs" if self._graphed else ""
+        return (f"torch:cuda ({self.manifest.runtime}, {name}, {str(self._dtype).removeprefix('torch.')} autocast"
+                f"{graphs})")
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._text is not None:
@@ -70,12 +83,22 @@ class TorchModel:
         return dict(zip(self.output_names, self._forward(inputs)))
 
     def _forward(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        arrays = [feed[spec.name] for spec in self.manifest.inputs]
+        if self._graphed is not None and self._graphed.accepts(arrays[0].shape[0]):
+            try:
+                return self._graphed(arrays)
+            except RuntimeError as error:  # e.g. a program with host syncs, which a CUDA graph cannot hold
+                log.warning("%s: CUDA graph capture or replay failed (%s); running op by op from now on",
+                            self.manifest.name, error)
+                self._graphed = None
+                self.execution_provider = self._describe()
+        tensors = [self._torch.from_numpy(np.ascontiguousarray(array)).to(self._device) for array in arrays]
+        return [output.float().cpu().numpy() for output in self._run_module(tensors)]
+
+    def _run_module(self, tensors: list) -> list:
+        """The module on device tensors (autocast's weight cache off: a CUDA graph must not capture it)."""
         torch = self._torch
-        arguments = [torch.from_numpy(np.ascontiguousarray(feed[spec.name])).to(self._device)
-                     for spec in self.manifest.inputs]
         autocast = self._dtype != torch.float32
-        with torch.no_grad(), torch.autocast(self._device, dtype=self._dtype, enabled=autocast):
-            outputs = self._module(*arguments)
-        if not isinstance(outputs, (tuple, list)):
-            outputs = (outputs,)
-        return [output.float().cpu().numpy() for output in outputs]
+        with torch.no_grad(), torch.autocast(self._device, dtype=self._dtype, enabled=autocast, cache_enabled=False):
+            outputs = self._module(*tensors)
+        return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]

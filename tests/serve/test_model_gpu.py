@@ -80,3 +80,20 @@ def test_fp16_artifact_runs_on_a_gpu_provider_where_one_is_present(fp16_artifact
                     "(install onnxruntime-gpu on a GPU machine)")
     model = OnnxModel(fp16_artifact, load_verified(fp16_artifact)[0])
     assert model.execution_provider in gpu
+
+
+def test_cuda_graph_replay_answers_like_op_by_op_at_any_batch_size(program_artifact, digits_source):
+    torch = pytest.importorskip("torch", reason="the torch runtime needs PyTorch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here (torch.cuda.is_available() is False): CUDA graph replay is checked on a GPU "
+                    "machine by this test and scripts/gpu_check.sh")
+    graphed = load_model(program_artifact, settings=ServeSettings(torch_cuda_graphs=True))
+    op_by_op = load_model(program_artifact, settings=ServeSettings(torch_cuda_graphs=False))
+    assert "CUDA graphs" in graphed.execution_provider and "CUDA graphs" not in op_by_op.execution_provider
+    inputs = digits_source.validation_inputs
+    for rows in (1, 3, 64, 100, 3, 1):
+        replayed, expected = (model.run({"input": inputs[:rows]})["logits"] for model in (graphed, op_by_op))
+        assert replayed.shape == (rows, 10)
+        np.testing.assert_allclose(replayed, expected, atol=2e-2)
+        assert (replayed.argmax(1) == expected.argmax(1)).all()
+    assert graphed._graphed.captured == 4  # rows padded to 1, 4, 64 and 128; repeats replay their graph

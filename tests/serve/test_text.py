@@ -73,3 +73,14 @@ def test_a_budget_of_one_runs_every_sentence_alone_in_request_order(tokenizer_di
     padded = encoder(tokenizer_dir, budget=1 << 20).run_grouped(SENTENCES, token_sums)
     np.testing.assert_array_equal(single, padded)
     assert calls[: len(SENTENCES)] == [1] * len(SENTENCES) and calls[len(SENTENCES):] == [len(SENTENCES)]
+
+
+def test_a_token_multiple_pads_the_token_axis_up_to_it_but_never_past_max_length(tokenizer_dir):
+    spec = TextInput(tokenizer_sha256="0" * 64, max_length=250)
+    plain = TextEncoder(tokenizer_dir, spec).encode(SENTENCES[:3])
+    rounded = TextEncoder(tokenizer_dir, spec, token_multiple=32).encode(SENTENCES[:3])
+    assert plain["input_ids"].shape[1] % 32 != 0 and rounded["input_ids"].shape[1] == 32
+    np.testing.assert_array_equal(rounded["input_ids"][:, : plain["input_ids"].shape[1]], plain["input_ids"])
+    assert rounded["attention_mask"][:, plain["input_ids"].shape[1]:].sum() == 0  # the added tokens are masked
+    longest = TextEncoder(tokenizer_dir, spec, token_multiple=32).encode(SENTENCES[-1:])
+    assert longest["input_ids"].shape == (1, 250)  # 256 would pass max_length: capped there

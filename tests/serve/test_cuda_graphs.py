@@ -1,0 +1,30 @@
+"""The shape logic of CUDA graph replay (serve/cuda_graphs.py); replay itself is checked on CUDA in
+tests/serve/test_model_gpu.py and scripts/gpu_check.py."""
+
+import numpy as np
+import pytest
+
+from serve.cuda_graphs import pad_rows, padded_rows
+
+
+@pytest.mark.parametrize("rows, expected", [(1, 1), (2, 2), (3, 4), (5, 8), (64, 64), (65, 128), (1000, 1024)])
+def test_batches_are_captured_at_the_next_power_of_two(rows, expected):
+    assert padded_rows(rows) == expected
+
+
+def test_an_empty_batch_is_refused_with_what_was_expected():
+    with pytest.raises(ValueError, match="at least one row"):
+        padded_rows(0)
+
+
+def test_padding_appends_zero_rows_and_keeps_the_rows_and_dtype():
+    rows = np.arange(6, dtype=np.int64).reshape(3, 2) + 1
+    padded = pad_rows(rows, 4)
+    assert padded.shape == (4, 2) and padded.dtype == np.int64
+    np.testing.assert_array_equal(padded[:3], rows)
+    assert not padded[3].any()
+
+
+def test_a_full_batch_is_not_copied_into_a_new_shape():
+    rows = np.ones((4, 3), dtype=np.float32)
+    assert pad_rows(rows, 4).shape == (4, 3)
