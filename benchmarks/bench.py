@@ -146,6 +146,7 @@ def median_cells(runs: list[dict[int, dict]]) -> dict[int, dict]:
         cells[c] = {key: statistics.median(s[key] for s in samples) for key in ("rps", "p50_ms", "p99_ms", "client_cpu")}
         cells[c]["errors"] = sum(s["errors"] for s in samples)
         cells[c]["repeats"] = len(samples)
+        cells[c]["rps_each"] = [round(s["rps"]) for s in samples]  # per repeat, in run order: spread and drift
         if "strategy" in samples[0]:
             cells[c]["strategy"] = statistics.mode(s["strategy"] for s in samples)
             cells[c]["strategies"] = {name: statistics.median(s["strategies"][name] for s in samples)
@@ -159,18 +160,20 @@ def run(args: argparse.Namespace) -> dict:
     systems = [s for s in SYSTEMS if not args.systems or s.key in args.systems]
     runs: dict[str, dict[str, list]] = {model: {} for model in artifacts}
     failures: list[str] = []
+    orders: list[str] = []  # each repeat's system order, to read rps_each against
     bodies = {model: body_source(model, artifact) for model, artifact in artifacts.items()}
     load_before = os.getloadavg()
     for repeat in range(args.repeats):
         for model, artifact in artifacts.items():
             entries = [*systems, CEILING]
             order = entries[repeat % len(entries):] + entries[:repeat % len(entries)]
+            orders.append(f"{model}: " + " ".join(getattr(system, "key", system) for system in order))
             for system in order:
                 if system == CEILING:
-                    runs[model].setdefault(CEILING, []).append(
-                        {c: ceiling(model, artifact, c, args.seconds) for c in args.concurrency})
+                    cells = {c: ceiling(model, artifact, c, args.seconds) for c in args.concurrency}
+                    runs[model].setdefault(CEILING, []).append(cells)
+                    _progress(repeat, args.repeats, model, CEILING, cells)
                     continue
-                print(f"repeat {repeat + 1}/{args.repeats} {model}: {system.key}", file=sys.stderr, flush=True)
                 try:
                     cells = measure_system(system, model, artifact, bodies[model], args.concurrency, args.seconds, logs)
                 except Exception as error:  # a peer that fails is reported, the run goes on
@@ -178,6 +181,7 @@ def run(args: argparse.Namespace) -> dict:
                     traceback.print_exc()
                     continue
                 runs[model].setdefault(system.key, []).append(cells)
+                _progress(repeat, args.repeats, model, system.key, cells)
     client = client_ceiling(args.concurrency, args.seconds, artifacts)
     return {
         "date": datetime.date.today().isoformat(),
@@ -185,8 +189,13 @@ def run(args: argparse.Namespace) -> dict:
         "seconds": args.seconds, "repeats": args.repeats, "concurrency": args.concurrency,
         "labels": {s.key: s.label for s in systems},
         "models": {model: {key: median_cells(r) for key, r in by_system.items()} for model, by_system in runs.items()},
-        "client": client, "failures": failures, "logs": str(logs),
+        "client": client, "failures": failures, "orders": orders, "logs": str(logs),
     }
+
+
+def _progress(repeat: int, repeats: int, model: str, key: str, cells: dict[int, dict]) -> None:
+    rates = " ".join(f"c={c}: {cell['rps']:,.0f}" for c, cell in cells.items())
+    print(f"repeat {repeat + 1}/{repeats} {model} {key}: {rates} req/s", file=sys.stderr, flush=True)
 
 
 def _cpu_name() -> str:
