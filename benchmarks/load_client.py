@@ -1,12 +1,7 @@
 """The one load client every system gets: closed-loop keep-alive HTTP/1.1, KServe V2 JSON bodies, cache-cold.
 
 `concurrency` clients each send a request, wait for the answer, and send the
-next, for a fixed time. Before the clock starts, the connections open one at a
-time, each after the previous one's first answer: a burst of simultaneous
-connects lets one process of a multi-process server (uvicorn's `workers`, which
-share one listening socket) accept them all, and keep-alive then holds them
-there for the whole run. FastAPI's two workers measured 2,034-2,180 req/s that
-way in 1 of 3-6 runs, 3,900-4,600 otherwise (docs/BENCHMARKS.md, "Peers"). Every body is unique for the life of a server (a
+next, for a fixed time. Every body is unique for the life of a server (a
 per-request counter goes into the first digits pixel; MiniLM sentences are
 drawn without repeats from a seeded pool), so no result cache can answer
 from memory. The client's own CPU time is measured with the run, to show
@@ -154,27 +149,10 @@ async def run_closed_loop(url: str, bodies, concurrency: int, seconds: float, ti
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors: dict[str, int] = {}
-
-    def count_error(outcome: str) -> None:
-        errors[outcome] = errors.get(outcome, 0) + 1
-
-    async def opened() -> _Connection | None:
-        """A new connection with one request answered (not timed), or None for the client to retry."""
-        try:
-            _, connection = await loop.create_connection(_Connection, host, port)
-            body = bodies.next()
-            status = await connection.send(b"%s%d\r\n\r\n%s" % (head, len(body), body), timeout_s)
-        except (OSError, TimeoutError, ValueError) as error:
-            count_error(type(error).__name__)
-            return None
-        if status != 200:
-            count_error(str(status))
-        return connection
-
-    ramp = [await opened() for _ in range(concurrency)]  # one at a time: see the module's docstring
     stop_at = time.monotonic() + seconds
 
-    async def client(connection: _Connection | None) -> None:
+    async def client() -> None:
+        connection: _Connection | None = None
         while time.monotonic() < stop_at:
             body = bodies.next()
             started = time.perf_counter()
@@ -189,20 +167,19 @@ async def run_closed_loop(url: str, bodies, concurrency: int, seconds: float, ti
             if outcome == "ok":
                 latencies.append(time.perf_counter() - started)
             else:
-                count_error(outcome)
+                errors[outcome] = errors.get(outcome, 0) + 1
         if connection is not None:
             connection.close()
 
     cpu_before, began = _cpu_seconds(), time.monotonic()
-    await asyncio.gather(*(client(connection) for connection in ramp))
+    await asyncio.gather(*(client() for _ in range(concurrency)))
     elapsed, cpu = time.monotonic() - began, _cpu_seconds() - cpu_before
     latencies.sort()
     return {
         "rps": len(latencies) / elapsed,
         "p50_ms": latencies[len(latencies) // 2] * 1e3 if latencies else float("nan"),
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3 if latencies else float("nan"),
-        "answered": len(latencies),  # 200s in the timed window
-        "opened": sum(connection is not None for connection in ramp),  # connections up before it, one request each
+        "answered": len(latencies),  # 200s
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "client_cpu": cpu / elapsed,  # cores the client process used

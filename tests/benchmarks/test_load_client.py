@@ -29,8 +29,6 @@ class CountingHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(reply)
-        self.wfile.flush()
-        self.server.first_answer.setdefault(self.client_address, time.monotonic())
 
     def log_message(self, *args) -> None:
         pass
@@ -45,14 +43,6 @@ class NumberedBodies:
 
 
 class QuietServer(ThreadingHTTPServer):
-    def __init__(self, *args) -> None:
-        super().__init__(*args)
-        self.received, self.accepted, self.first_answer = [], [], {}  # accepted: (when, client address)
-
-    def process_request(self, request, client_address) -> None:
-        self.accepted.append((time.monotonic(), client_address))
-        super().process_request(request, client_address)
-
     def handle_error(self, request, client_address) -> None:
         pass  # the timeout test's client hangs up before the late answer: a broken pipe here is expected
 
@@ -61,6 +51,7 @@ class QuietServer(ThreadingHTTPServer):
 def http_server():
     server = QuietServer(("127.0.0.1", 0), CountingHandler)
     server.daemon_threads = True
+    server.received = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -75,8 +66,7 @@ def _url(server, path: str) -> str:
 def test_every_request_is_answered_once_and_bodies_arrive_whole(http_server):
     cell = closed_loop(_url(http_server, "/ok"), NumberedBodies(), concurrency=4, seconds=0.5)
     assert cell["errors"] == 0, cell["error_kinds"]
-    assert cell["opened"] == 4 and cell["answered"] > 0
-    assert cell["answered"] + cell["opened"] == len(http_server.received)  # the ramp's one request each, untimed
+    assert cell["answered"] == len(http_server.received) > 0
     sent = sorted(int(body[5:-1]) for _, body in http_server.received)
     assert sent == list(range(len(sent)))  # each body once, whole, none skipped
     assert cell["p50_ms"] <= cell["p99_ms"]
@@ -85,15 +75,7 @@ def test_every_request_is_answered_once_and_bodies_arrive_whole(http_server):
 def test_a_server_that_closes_after_each_answer_costs_nothing(http_server):
     cell = closed_loop(_url(http_server, "/close"), NumberedBodies(), concurrency=2, seconds=0.3)
     assert cell["errors"] == 0, cell["error_kinds"]
-    assert cell["answered"] + cell["opened"] == len(http_server.received) > 3
-
-
-def test_connections_open_one_at_a_time_each_after_the_previous_ones_first_answer(http_server):
-    cell = closed_loop(_url(http_server, "/ok"), NumberedBodies(), concurrency=6, seconds=0.2)
-    assert cell["opened"] == 6 and cell["errors"] == 0
-    accepted = http_server.accepted[:6]
-    for (_, previous), (accepted_at, _) in zip(accepted, accepted[1:]):
-        assert accepted_at >= http_server.first_answer[previous]  # not a burst one process could swallow
+    assert cell["answered"] == len(http_server.received) > 1
 
 
 def test_non_200_answers_are_errors_by_status(http_server):
