@@ -1,0 +1,32 @@
+"""The peer report's judgement: medians decide, and a peer's better repeats are not hidden behind them."""
+
+from benchmarks.bench_report import model_table, verdict
+
+LABELS = {"optiserve": "optiserve", "fastapi": "FastAPI + uvicorn"}
+
+
+def cell(rps_each: list[int]) -> dict:
+    ordered = sorted(rps_each)
+    return {"rps": ordered[len(ordered) // 2], "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0, "rps_each": rps_each}
+
+
+def test_a_median_win_that_a_peers_better_repeats_contradict_says_so():
+    cells = {"optiserve": {32: cell([3000, 3100, 3200])}, "fastapi": {32: cell([2100, 2200, 4500])}}
+    line = verdict("digits", cells, LABELS, [32])[0]
+    assert "ahead of the best peer (FastAPI + uvicorn, 2,200 req/s)" in line
+    assert "**but** FastAPI + uvicorn's best repeat did 4,500 req/s" in line
+
+
+def test_a_clear_win_and_a_loss_carry_no_caveat():
+    ahead = {"optiserve": {8: cell([3000, 3100, 3200])}, "fastapi": {8: cell([2000, 2100, 2900])}}
+    behind = {"optiserve": {8: cell([1000, 1100, 1200])}, "fastapi": {8: cell([2000, 2100, 2900])}}
+    assert "but" not in verdict("digits", ahead, LABELS, [8])[0]
+    assert "**behind**" in verdict("digits", behind, LABELS, [8])[0] and "but" not in verdict("digits", behind,
+                                                                                            LABELS, [8])[0]
+
+
+def test_the_table_lists_every_repeat():
+    cells = {"optiserve": {32: cell([3000, 3100, 3200])}, "fastapi": {32: cell([2100, 2200, 4500])},
+             "ceiling": {32: cell([9000, 9000, 9000])}}
+    table = model_table("digits", cells, LABELS, [32])
+    assert "| 2,100 / 2,200 / 4,500 |" in table and "| 3,000 / 3,100 / 3,200 |" in table
