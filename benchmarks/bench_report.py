@@ -57,10 +57,10 @@ def verdict(model: str, cells: dict[str, dict], labels: dict[str, str], levels: 
         word = "ahead of" if ours > peers[best_key] else "**behind**"
         line = (f"- {model}, c={c}: optiserve {ours:,.0f} req/s, {word} the best peer "
                 f"({labels[best_key]}, {peers[best_key]:,.0f} req/s): {ours / peers[best_key]:.2f}x")
-        peaks = {k: max(cells[k][c].get("rps_each") or [0]) for k in peers}
-        above = [k for k, peak in peaks.items() if peak > ours]
-        if word == "ahead of" and above:  # a median win that a peer's own better repeats contradict
-            line += "; **but** " + ", ".join(f"{labels[k]}'s best repeat did {peaks[k]:,} req/s" for k in above)
+        pairs = list(zip(cells["optiserve"][c].get("rps_each", []), cells[best_key][c].get("rps_each", [])))
+        wins = sum(mine > theirs for mine, theirs in pairs)  # same repeat, same machine state
+        if 0 < wins < len(pairs):  # the median's verdict is not every repeat's
+            line += f"; repeat by repeat, **ahead in {wins} of {len(pairs)}**"
         lines.append(line)
     top = max(levels)
     if "ceiling" in cells and top in cells["optiserve"]:
