@@ -147,6 +147,7 @@ def median_cells(runs: list[dict[int, dict]]) -> dict[int, dict]:
         cells[c]["errors"] = sum(s["errors"] for s in samples)
         cells[c]["repeats"] = len(samples)
         cells[c]["rps_each"] = [round(s["rps"]) for s in samples]  # per repeat, in run order: spread and drift
+        cells[c]["repeat_each"] = [s.get("repeat") for s in samples]  # which repeat each came from (failed: absent)
         if "strategy" in samples[0]:
             cells[c]["strategy"] = statistics.mode(s["strategy"] for s in samples)
             cells[c]["strategies"] = {name: statistics.median(s["strategies"][name] for s in samples)
@@ -170,7 +171,8 @@ def run(args: argparse.Namespace) -> dict:
             orders.append(f"{model}: " + " ".join(getattr(system, "key", system) for system in order))
             for system in order:
                 if system == CEILING:
-                    cells = {c: ceiling(model, artifact, c, args.seconds) for c in args.concurrency}
+                    cells = {c: {**ceiling(model, artifact, c, args.seconds), "repeat": repeat}
+                             for c in args.concurrency}
                     runs[model].setdefault(CEILING, []).append(cells)
                     _progress(repeat, args.repeats, model, CEILING, cells)
                     continue
@@ -180,6 +182,8 @@ def run(args: argparse.Namespace) -> dict:
                     failures.append(f"{model} / {system.label}, repeat {repeat + 1}: {str(error).splitlines()[0]}")
                     traceback.print_exc()
                     continue
+                for cell in cells.values():
+                    cell["repeat"] = repeat
                 runs[model].setdefault(system.key, []).append(cells)
                 _progress(repeat, args.repeats, model, system.key, cells)
     client = client_ceiling(args.concurrency, args.seconds, artifacts)

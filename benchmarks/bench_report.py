@@ -39,6 +39,16 @@ def model_table(model: str, cells: dict[str, dict], labels: dict[str, str], leve
     return "\n".join(lines)
 
 
+def _same_repeat(ours: dict, theirs: dict) -> list[tuple[int, int]]:
+    """(our req/s, their req/s) for each repeat both ran (a failed repeat leaves a gap, not a shift)."""
+    def by_repeat(cell: dict) -> dict:
+        rates = cell.get("rps_each", [])
+        return dict(zip(cell.get("repeat_each") or range(len(rates)), rates))
+
+    mine, other = by_repeat(ours), by_repeat(theirs)
+    return [(mine[r], other[r]) for r in mine if r in other]
+
+
 def _each(cell: dict) -> str:
     return " / ".join(f"{rps:,}" for rps in cell.get("rps_each", []))
 
@@ -57,7 +67,7 @@ def verdict(model: str, cells: dict[str, dict], labels: dict[str, str], levels: 
         word = "ahead of" if ours > peers[best_key] else "**behind**"
         line = (f"- {model}, c={c}: optiserve {ours:,.0f} req/s, {word} the best peer "
                 f"({labels[best_key]}, {peers[best_key]:,.0f} req/s): {ours / peers[best_key]:.2f}x")
-        pairs = list(zip(cells["optiserve"][c].get("rps_each", []), cells[best_key][c].get("rps_each", [])))
+        pairs = _same_repeat(cells["optiserve"][c], cells[best_key][c])
         wins = sum(mine > theirs for mine, theirs in pairs)  # same repeat, same machine state
         if 0 < wins < len(pairs):  # the median's verdict is not every repeat's
             line += f"; repeat by repeat, **ahead in {wins} of {len(pairs)}**"

@@ -6,11 +6,14 @@ check"). Here each input shape is captured once into a CUDA graph and replayed a
 the batch axis up to the next power of two (text models also pad their token axis, serve/text.py); the padded rows'
 answers are dropped. Graphs share one memory pool and are replayed one at a time under a lock, each call's inputs
 copied in before and its outputs copied out right after, so no graph reads what another left behind. Past
-`max_graphs` the least recently used graph is dropped; batches past `max_rows` are the caller's to run op by op.
+`max_graphs` the least recently used graph is dropped (logged: more shapes than that means recapturing);
+batches past `max_rows`, and shapes whose capture ran out of GPU memory (`NotCaptured`), are the caller's to run
+op by op. Capture uses CUDA's global capture mode: one model's calls at a time (the replica's one inference thread).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from typing import Callable
@@ -20,6 +23,12 @@ import numpy as np
 MAX_GRAPHS = 64
 MAX_ROWS = 1024
 TOKEN_MULTIPLE = 32  # text models pad their token axis to a multiple of this (at most 256 / 32 = 8 lengths for MiniLM)
+
+log = logging.getLogger(__name__)
+
+
+class NotCaptured(Exception):
+    """This shape has no graph (its capture ran out of GPU memory): run it op by op."""
 
 
 def padded_rows(rows: int) -> int:
@@ -44,13 +53,16 @@ class _Graph:
 
 
 class GraphedForward:
-    """Runs `forward(list of device tensors) -> list of tensors` through a CUDA graph per padded input shape."""
+    """Runs `module_fn(list of device tensors) -> list of tensors` through a CUDA graph per padded input shape."""
 
-    def __init__(self, torch, forward: Callable[[list], list], device: str = "cuda",
+    def __init__(self, torch, module_fn: Callable[[list], list], device: str = "cuda",
                  max_graphs: int = MAX_GRAPHS, max_rows: int = MAX_ROWS) -> None:
-        self._torch, self._forward, self._device = torch, forward, device
+        if max_graphs < 1 or max_rows < 1:
+            raise ValueError(f"expected max_graphs and max_rows of at least 1, got {max_graphs} and {max_rows}")
+        self._torch, self._module_fn, self._device = torch, module_fn, device
         self._max_graphs, self._max_rows = max_graphs, max_rows
         self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
+        self._too_large: set[tuple] = set()  # shapes whose capture ran out of GPU memory
         self._pool = torch.cuda.graph_pool_handle()
         self._lock = threading.Lock()
 
@@ -68,12 +80,21 @@ class GraphedForward:
         padded = [pad_rows(array, size) for array in arrays]
         key = tuple((array.shape, array.dtype.str) for array in padded)
         with self._lock:
+            if key in self._too_large:
+                raise NotCaptured(key)
             entry = self._graphs.get(key)
             if entry is None:
-                entry = self._capture(padded)
+                try:
+                    entry = self._capture(padded)
+                except self._torch.cuda.OutOfMemoryError:
+                    self._too_large.add(key)
+                    log.warning("no GPU memory to capture shape %s: it runs op by op", key)
+                    raise NotCaptured(key) from None
                 self._graphs[key] = entry
                 while len(self._graphs) > self._max_graphs:
-                    self._graphs.popitem(last=False)
+                    dropped, _ = self._graphs.popitem(last=False)
+                    log.warning("more than %d input shapes: dropped the graph of %s (it is recaptured if it comes "
+                                "back)", self._max_graphs, dropped)
             self._graphs.move_to_end(key)
             for static, array in zip(entry.inputs, padded):
                 static.copy_(self._torch.from_numpy(array))
@@ -87,9 +108,11 @@ class GraphedForward:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up off the capture: lazy cuBLAS/cuDNN set-up must not be captured
             for _ in range(2):
-                self._forward(inputs)
+                self._module_fn(inputs)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            outputs = self._forward(inputs)
+        # The outer stream context puts this thread's stream back even when the capture fails part-way
+        # (torch.cuda.graph's own exit does not when ending the capture raises).
+        with torch.cuda.stream(torch.cuda.current_stream()), torch.cuda.graph(graph, pool=self._pool):
+            outputs = self._module_fn(inputs)
         return _Graph(graph, inputs, list(outputs))

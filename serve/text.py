@@ -36,6 +36,8 @@ class TextEncoder:
                  token_multiple: int = 1) -> None:
         """token_multiple: pad each call's token axis up to a multiple of it (never past max_length), so that
         calls come in few shapes (CUDA graphs are captured per shape)."""
+        if token_multiple < 1:
+            raise ValueError(f"expected a token_multiple of at least 1, got {token_multiple}")
         self._spec = spec
         self._budget = token_budget
         self._multiple = token_multiple
@@ -71,7 +73,7 @@ class TextEncoder:
     def _padded(self, ids: list[list[int]], rows) -> Feed:
         rows = list(rows)
         longest = max(len(ids[row]) for row in rows)
-        longest = min(-(-longest // self._multiple) * self._multiple, max(longest, self._spec.max_length))
+        longest = min(-(-longest // self._multiple) * self._multiple, self._spec.max_length)  # ids are truncated
         token_ids = np.zeros((len(rows), longest), dtype=np.int64)  # 0 is [PAD] for BERT vocabularies
         mask = np.zeros((len(rows), longest), dtype=np.int64)
         for index, row in enumerate(rows):

@@ -84,12 +84,17 @@ class TorchModel:
 
     def _forward(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         arrays = [feed[spec.name] for spec in self.manifest.inputs]
-        if self._graphed is not None and self._graphed.accepts(arrays[0].shape[0]):
+        graphed = self._graphed
+        if graphed is not None and graphed.accepts(arrays[0].shape[0]):
+            from serve.cuda_graphs import NotCaptured
+
             try:
-                return self._graphed(arrays)
-            except RuntimeError as error:  # e.g. a program with host syncs, which a CUDA graph cannot hold
-                log.warning("%s: CUDA graph capture or replay failed (%s); running op by op from now on",
-                            self.manifest.name, error)
+                return graphed(arrays)
+            except NotCaptured:
+                pass  # this shape alone runs op by op
+            except Exception as error:  # noqa: BLE001 - e.g. host syncs, which a graph cannot hold: never fail the call
+                log.warning("%s: CUDA graph capture or replay failed (%s: %s); running op by op from now on",
+                            self.manifest.name, type(error).__name__, error)
                 self._graphed = None
                 self.execution_provider = self._describe()
         tensors = [self._torch.from_numpy(np.ascontiguousarray(array)).to(self._device) for array in arrays]

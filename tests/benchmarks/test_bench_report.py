@@ -30,3 +30,10 @@ def test_the_table_lists_every_repeat():
              "ceiling": {32: cell([9000, 9000, 9000])}}
     table = model_table("digits", cells, LABELS, [32])
     assert "| 2,100 / 2,200 / 4,500 |" in table and "| 3,000 / 3,100 / 3,200 |" in table
+
+
+def test_repeats_are_paired_by_repeat_not_by_position_when_one_failed():
+    ours = {**cell([3000, 3100]), "repeat_each": [0, 2]}  # repeat 1 failed
+    theirs = {**cell([2900, 9000, 3200]), "repeat_each": [0, 1, 2]}
+    line = verdict("digits", {"optiserve": {8: ours}, "fastapi": {8: theirs}}, LABELS, [8])[0]
+    assert line.endswith("repeat by repeat, **ahead in 1 of 2**")  # 3000 > 2900; 3100 < 3200; 9000 unpaired

@@ -28,3 +28,11 @@ def test_padding_appends_zero_rows_and_keeps_the_rows_and_dtype():
 def test_a_full_batch_is_not_copied_into_a_new_shape():
     rows = np.ones((4, 3), dtype=np.float32)
     assert pad_rows(rows, 4).shape == (4, 3)
+
+
+def test_a_graph_cache_without_room_is_refused_with_what_was_expected():
+    torch = pytest.importorskip("torch", reason="GraphedForward is built with torch")
+    from serve.cuda_graphs import GraphedForward
+
+    with pytest.raises(ValueError, match="max_graphs and max_rows of at least 1"):
+        GraphedForward(torch, lambda tensors: tensors, max_graphs=0)
