@@ -171,21 +171,21 @@ def run(args: argparse.Namespace) -> dict:
             orders.append(f"{model}: " + " ".join(getattr(system, "key", system) for system in order))
             for system in order:
                 if system == CEILING:
-                    cells = {c: {**ceiling(model, artifact, c, args.seconds), "repeat": repeat}
-                             for c in args.concurrency}
-                    runs[model].setdefault(CEILING, []).append(cells)
-                    _progress(repeat, args.repeats, model, CEILING, cells)
-                    continue
-                try:
-                    cells = measure_system(system, model, artifact, bodies[model], args.concurrency, args.seconds, logs)
-                except Exception as error:  # a peer that fails is reported, the run goes on
-                    failures.append(f"{model} / {system.label}, repeat {repeat + 1}: {str(error).splitlines()[0]}")
-                    traceback.print_exc()
-                    continue
+                    key, cells = CEILING, {c: ceiling(model, artifact, c, args.seconds) for c in args.concurrency}
+                else:
+                    key = system.key
+                    try:
+                        cells = measure_system(system, model, artifact, bodies[model], args.concurrency,
+                                               args.seconds, logs)
+                    except Exception as error:  # a peer that fails is reported, the run goes on
+                        failures.append(f"{model} / {system.label}, repeat {repeat + 1}: "
+                                        f"{str(error).splitlines()[0]}")
+                        traceback.print_exc()
+                        continue
                 for cell in cells.values():
                     cell["repeat"] = repeat
-                runs[model].setdefault(system.key, []).append(cells)
-                _progress(repeat, args.repeats, model, system.key, cells)
+                runs[model].setdefault(key, []).append(cells)
+                _progress(repeat, args.repeats, model, key, cells)
     client = client_ceiling(args.concurrency, args.seconds, artifacts)
     return {
         "date": datetime.date.today().isoformat(),

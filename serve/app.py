@@ -257,11 +257,11 @@ class ModelServer:
         result = await self._shared.get(key)
         if result is not None:
             self._metrics.observe_shared_hit()
-        if result is None:
-            result = await self._compute(inputs, outputs, deadline)
-            task = asyncio.get_running_loop().create_task(self._shared.put(key, result))
-            self._background.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._background.discard)
+            return result
+        result = await self._compute(inputs, outputs, deadline)
+        task = asyncio.get_running_loop().create_task(self._shared.put(key, result))
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
         return result
 
     async def _compute(self, inputs: dict, outputs: tuple[str, ...], deadline: float) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from optimize.manifest import Manifest
+from serve.cuda_graphs import TOKEN_MULTIPLE, GraphedForward, NotCaptured
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,9 @@ class TorchModel:
         self.output_names = [spec.name for spec in manifest.outputs]
         self._graphed = None
         if cuda_graphs and self._device == "cuda":
-            from serve.cuda_graphs import GraphedForward
-
             self._graphed = GraphedForward(torch, self._run_module, self._device)
         self._text = None
         if manifest.text_input is not None:
-            from serve.cuda_graphs import TOKEN_MULTIPLE
             from serve.text import TextEncoder, choose_token_budget
 
             self._text = TextEncoder(model_path.parent, manifest.text_input,
@@ -86,8 +84,6 @@ class TorchModel:
         arrays = [feed[spec.name] for spec in self.manifest.inputs]
         graphed = self._graphed
         if graphed is not None and graphed.accepts(arrays[0].shape[0]):
-            from serve.cuda_graphs import NotCaptured
-
             try:
                 return graphed(arrays)
             except NotCaptured:
