@@ -161,6 +161,7 @@ class ModelServer:
         self._batcher = Batcher(
             self._model.run, config.max_batch_size, config.max_wait_ms / 1000,
             observer=self._metrics, more_coming=lambda: self._arriving > 0, max_queue=config.max_queue_size,
+            inline_below_s=settings.inline_call_us / 1e6,
         )
 
     def __serve_build_asgi_app__(self):

@@ -7,8 +7,11 @@ reached the server but not yet the queue (their bodies are still being read
 and checked): a lone request is never held back for company that isn't
 there. Only requests whose non-batch shapes and dtypes match are merged.
 While a batch computes (in a worker thread), new requests queue, so under
-load batches fill without waiting. When a call fails, or returns a
-batch dimension that does not match its inputs, every request in it fails.
+load batches fill without waiting. A model whose calls typically take less
+than `inline_below_s` runs on the event loop instead: for such a model the
+hop to the worker thread and back costs more CPU than the call itself. When a
+call fails, or returns a batch dimension that does not match its inputs,
+every request in it fails.
 """
 
 from __future__ import annotations
@@ -71,8 +74,11 @@ class Batcher:
         observer: BatchObserver = _Ignore(),
         more_coming: Callable[[], bool] = lambda: True,
         max_queue: int = 1024,
+        inline_below_s: float = 0.0,
     ) -> None:
         self._run_batch = run_batch
+        self._inline_below_s = inline_below_s
+        self._typical_call_s: float | None = None  # moving average of the model call alone, without the hop
         self.configure(max_batch_size, max_wait_s, max_queue)
         self._observer = observer
         self._more_coming = more_coming
@@ -136,7 +142,11 @@ class Batcher:
             started = time.monotonic()
             try:
                 merged = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
-                outputs = await loop.run_in_executor(self._executor, self._run_batch, merged)
+                if self.runs_inline:
+                    outputs, call_s = self._timed_call(merged)
+                else:
+                    outputs, call_s = await loop.run_in_executor(self._executor, self._timed_call, merged)
+                self._note_call_time(call_s)
                 self._deliver(batch, outputs)
             except Exception as error:  # every request in the batch gets the failure
                 failure = error if isinstance(error, BatchError) else BatchError(f"model call failed: {error!r}")
@@ -147,6 +157,20 @@ class Batcher:
                 sum(p.rows for p in batch), [started - p.arrived for p in batch],
                 time.monotonic() - started, len(self._queue),
             )
+
+    @property
+    def runs_inline(self) -> bool:
+        """Whether model calls now run on the event loop (measured to be cheaper than a thread hop)."""
+        return self._typical_call_s is not None and self._typical_call_s < self._inline_below_s
+
+    def _timed_call(self, merged: Tensors) -> tuple[Tensors, float]:
+        started = time.perf_counter()
+        outputs = self._run_batch(merged)
+        return outputs, time.perf_counter() - started
+
+    def _note_call_time(self, seconds: float) -> None:
+        typical = self._typical_call_s
+        self._typical_call_s = seconds if typical is None else 0.8 * typical + 0.2 * seconds
 
     async def _next_batch(self) -> list[_Pending]:
         while not self._queue:

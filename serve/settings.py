@@ -73,6 +73,11 @@ class ServeSettings(BaseSettings):
     request_timeout_ms: float = RuntimeConfig.model_fields["request_timeout_ms"]
     reject_status: Literal[503, 429] = RuntimeConfig.model_fields["reject_status"]
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per replica")
+    inline_call_us: float = Field(
+        200.0, ge=0, le=10_000, description="model calls that typically take less than this (microseconds, a moving "
+        "average) run on the replica's event loop instead of the batcher's thread, whose hop costs more than they do "
+        "(the digits MLP); 0 always uses the thread",
+    )
     text_token_budget: int | None = Field(
         None, ge=1, description="text models: most padded tokens per model call; a batch is sorted by length and cut "
         "into groups within it. Default: 1 on a CPU (one sentence per call, measured fastest), the whole batch on a GPU",

@@ -284,3 +284,79 @@ def test_a_request_with_time_left_is_computed():
         return result
 
     assert asyncio.run(scenario())["y"][0, 0] == 6
+
+
+class ThreadRecorder:
+    """A model that sleeps `seconds` per call and records which thread ran each call."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.threads: list[str] = []
+
+    def __call__(self, inputs):
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.seconds)
+        return {"y": inputs["x"] * 2}
+
+
+def run_one_at_a_time(model, calls: int, **batcher_options):
+    async def scenario():
+        batcher = Batcher(model, max_batch_size=4, max_wait_s=0.0, **batcher_options)
+        try:
+            results = [await batcher.submit(rows([i])) for i in range(calls)]
+            return results, batcher.runs_inline, threading.current_thread().name
+        finally:
+            batcher.close()
+
+    return asyncio.run(scenario())
+
+
+def test_a_model_faster_than_the_threshold_moves_onto_the_event_loop_after_its_first_call():
+    model = ThreadRecorder(seconds=0.0)
+    results, inline, loop_thread = run_one_at_a_time(model, 4, inline_below_s=0.05)
+    assert inline
+    assert model.threads[0].startswith("batcher")  # measured first, in the worker thread
+    assert model.threads[1:] == [loop_thread] * 3
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"], rows([i])["x"] * 2)
+
+
+def test_a_model_slower_than_the_threshold_stays_in_the_worker_thread():
+    model = ThreadRecorder(seconds=0.01)
+    _, inline, _ = run_one_at_a_time(model, 3, inline_below_s=0.001)
+    assert not inline
+    assert all(name.startswith("batcher") for name in model.threads)
+
+
+def test_inline_calls_are_off_by_default():
+    model = ThreadRecorder(seconds=0.0)
+    _, inline, _ = run_one_at_a_time(model, 3)
+    assert not inline
+    assert all(name.startswith("batcher") for name in model.threads)
+
+
+def test_a_failing_inline_call_fails_its_requests_and_the_batcher_goes_on():
+    calls = {"n": 0}
+
+    def fails_third(inputs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom")
+        return {"y": inputs["x"]}
+
+    async def scenario():
+        batcher = Batcher(fails_third, max_batch_size=4, max_wait_s=0.0, inline_below_s=1.0)
+        try:
+            outcomes = []
+            for i in range(4):
+                try:
+                    outcomes.append(await batcher.submit(rows([i])))
+                except BatchError as error:
+                    outcomes.append(error)
+            return outcomes
+        finally:
+            batcher.close()
+
+    outcomes = asyncio.run(scenario())
+    assert isinstance(outcomes[2], BatchError) and "boom" in str(outcomes[2])
+    assert [isinstance(o, dict) for o in outcomes] == [True, True, False, True]
