@@ -7,12 +7,21 @@ series, whichever replica answered a request. Ray prefixes names with `ray_`:
 `ray_optiserve_requests_total`, `ray_optiserve_request_latency_seconds_bucket`, ...
 Ray reports a histogram's `_sum` from bucket midpoints, so it is approximate;
 buckets and `_count` are exact, and `optiserve_inference_rows` counts rows exactly.
+
+Each Ray metric call costs a few microseconds of the replica's event loop, and
+a request made several. Counter increments and gauge values are therefore
+tallied here and handed to Ray together at most `FLUSH_AFTER_S` later (Ray
+itself pushes to the agent every `metrics_report_interval_ms`). Histogram
+observations go to Ray at once: each one is a point of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 LATENCY_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
 BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+FLUSH_AFTER_S = 0.5
 STAGE_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]
 
 
@@ -21,6 +30,9 @@ class ServeMetrics:
 
     def __init__(self, model: str, version: str) -> None:
         self._tags = {"model": model, "version": version}
+        self._counts: dict[tuple, float] = {}  # (counter, extra tags as a tuple) -> increments not yet flushed
+        self._gauges: dict[object, float] = {}  # gauge -> latest value not yet flushed
+        self._flush_scheduled: asyncio.TimerHandle | None = None
         self.requests = self._counter("optiserve_requests", "Inference requests answered, by HTTP status.", "status")
         self.latency = self._histogram(
             "optiserve_request_latency_seconds",
@@ -79,31 +91,61 @@ class ServeMetrics:
         return self._tagged(metrics.Histogram(name, description, boundaries=boundaries, tag_keys=(*self._tags, *extra)))
 
     def observe_request(self, status: int, seconds: float, cache: str) -> None:
-        self.requests.inc(1, {"status": str(status)})
+        self._count(self.requests, 1, ("status", str(status)))
         self.latency.observe(seconds, {"cache": cache})
 
     def observe_batch(self, rows: int, queue_seconds: list[float], compute_seconds: float, queue_depth: int) -> None:
         self.batch_size.observe(rows)
-        self.rows.inc(rows)
+        self._count(self.rows, rows)
         self.compute_time.observe(compute_seconds)
         for seconds in queue_seconds:
             self.queue_time.observe(seconds)
-        self.queue_depth.set(queue_depth)
+        self._set(self.queue_depth, queue_depth)
 
     def observe_cache(self, hit: bool) -> None:
-        (self.cache_hits if hit else self.cache_misses).inc(1)
+        self._count(self.cache_hits if hit else self.cache_misses, 1)
 
     def observe_cache_store(self, cached_bytes: int, evicted: int) -> None:
-        self.cache_bytes.set(cached_bytes)
+        self._set(self.cache_bytes, cached_bytes)
         if evicted:
-            self.cache_evictions.inc(evicted)
+            self._count(self.cache_evictions, evicted)
 
     def observe_shared_hit(self) -> None:
-        self.shared_hits.inc(1)
+        self._count(self.shared_hits, 1)
 
     def observe_shared_failure(self) -> None:
         """A shared-tier read or write failed or timed out (reads then count as misses; writes are dropped)."""
-        self.shared_errors.inc(1)
+        self._count(self.shared_errors, 1)
 
     def observe_coalesced(self) -> None:
-        self.coalesced.inc(1)
+        self._count(self.coalesced, 1)
+
+    def flush(self) -> None:
+        """Hand every tallied increment and gauge value to Ray now."""
+        self._flush_scheduled = None
+        counts, self._counts = self._counts, {}
+        gauges, self._gauges = self._gauges, {}
+        for (counter, extra), amount in counts.items():
+            counter.inc(amount, dict([extra]) if extra else None)
+        for gauge, value in gauges.items():
+            gauge.set(value)
+
+    def _count(self, counter, amount: float, extra: tuple[str, str] | tuple = ()) -> None:
+        key = (counter, extra)
+        self._counts[key] = self._counts.get(key, 0) + amount
+        self._flush_soon()
+
+    def _set(self, gauge, value: float) -> None:
+        self._gauges[gauge] = value
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Flush FLUSH_AFTER_S from the first unflushed value; off the event loop, flush at once."""
+        if self._flush_scheduled is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_scheduled = loop.call_later(FLUSH_AFTER_S, self.flush)
