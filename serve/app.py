@@ -161,7 +161,8 @@ class ModelServer:
         self._batcher = Batcher(
             self._model.run, config.max_batch_size, config.max_wait_ms / 1000,
             observer=self._metrics, more_coming=lambda: self._arriving > 0, max_queue=config.max_queue_size,
-            inline_below_s=settings.inline_call_us / 1e6,
+            # GPU calls stay in the batcher's thread: their first call of a shape may capture a CUDA graph
+            inline_below_s=settings.inline_call_us / 1e6 if self._model.on_cpu else 0.0,
         )
 
     def __serve_build_asgi_app__(self):

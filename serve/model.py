@@ -73,6 +73,7 @@ class OnnxModel:
             str(model_path), options, providers=[self._configured(p, max_batch_size) for p in providers])
         self.execution_provider = self._session.get_providers()[0]
         self._bound = self.execution_provider != CPU  # IO binding on GPU providers
+        self.on_cpu = not self._bound
         if self.manifest.target == "gpu" and not self._bound:
             logger.warning("%s targets a GPU but runs on the CPU (no GPU or GPU provider here): expect it slow",
                            self.manifest.name)

@@ -74,7 +74,7 @@ class ServeSettings(BaseSettings):
     reject_status: Literal[503, 429] = RuntimeConfig.model_fields["reject_status"]
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per replica")
     inline_call_us: float = Field(
-        200.0, ge=0, le=10_000, description="model calls that typically take less than this (microseconds, a moving "
+        200.0, ge=0, le=10_000, description="CPU model calls that typically take less than this (microseconds, a moving "
         "average) run on the replica's event loop instead of the batcher's thread, whose hop costs more than they do "
         "(the digits MLP); 0 always uses the thread",
     )

@@ -36,6 +36,7 @@ class TensorRTModel:
         self._context = self._engine.create_execution_context()
         self._max_batch = engine.max_batch
         self.output_names = [spec.name for spec in manifest.outputs]
+        self.on_cpu = False
         self.execution_provider = f"tensorrt {trt.__version__} engine ({engine.gpu_name}, {'+'.join(engine.precisions)})"
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -40,6 +40,7 @@ class TorchModel:
         self.manifest = manifest
         self._torch = torch
         self._device = torch_device(manifest.target, torch.cuda.is_available())
+        self.on_cpu = self._device == "cpu"
         self._dtype = getattr(torch, dtype) if self._device == "cuda" else torch.float32
         self._module = self._load(model_path)
         self.output_names = [spec.name for spec in manifest.outputs]
