@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: test demo minilm bench-serve clean bench bench-quick bench-venvs loadtest soak overload
+.PHONY: test demo minilm bench-serve clean bench bench-quick bench-floor bench-venvs loadtest soak overload
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,3 +61,7 @@ bench-quick: $(INSTALLED) bench-venvs
 
 clean:
 	rm -rf $(VENV) artifacts build *.egg-info
+
+# Ray Serve's own floor: a do-nothing replica behind the same ingress, against optiserve and FastAPI (digits)
+bench-floor: $(INSTALLED) bench-venvs
+	$(BIN)/python benchmarks/ray_floor.py

@@ -38,6 +38,14 @@ def padded_rows(rows: int) -> int:
     return 1 << (rows - 1).bit_length()
 
 
+def shapes_needed(max_batch_size: int, max_length: int | None = None) -> int:
+    """How many padded input shapes a model's calls can take: batch sizes (powers of two up to the padded
+    `max_batch_size`) times token lengths (multiples of TOKEN_MULTIPLE up to `max_length`, for text models)."""
+    batch_sizes = padded_rows(max_batch_size).bit_length()
+    token_lengths = -(-max_length // TOKEN_MULTIPLE) if max_length else 1
+    return batch_sizes * token_lengths
+
+
 def pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
     """`array` with zero rows appended up to `rows` along axis 0."""
     if array.shape[0] == rows:

@@ -32,7 +32,7 @@ def load_model(artifact_dir: Path, intra_op_threads: int = 1, settings: ServeSet
         from serve.torch_model import TorchModel
 
         model = TorchModel(manifest, model_path, intra_op_threads, settings.torch_dtype, settings.text_token_budget,
-                           settings.torch_cuda_graphs)
+                           settings.torch_cuda_graphs, settings.max_batch_size)
     elif _engine_wanted(manifest, settings):
         from serve.tensorrt_model import TensorRTModel
 

@@ -36,14 +36,18 @@ class TextEncoder:
                  token_multiple: int = 1) -> None:
         """token_multiple: pad each call's token axis up to a multiple of it (never past max_length), so that
         calls come in few shapes (CUDA graphs are captured per shape)."""
-        if token_multiple < 1:
-            raise ValueError(f"expected a token_multiple of at least 1, got {token_multiple}")
         self._spec = spec
         self._budget = token_budget
-        self._multiple = token_multiple
+        self.pad_tokens_to_multiple_of(token_multiple)
         self._tokenizer = Tokenizer.from_file(str(Path(artifact_dir) / spec.tokenizer_file))
         self._tokenizer.enable_truncation(spec.max_length)
         self._tokenizer.no_padding()
+
+    def pad_tokens_to_multiple_of(self, multiple: int) -> None:
+        """From the next call on, pad the token axis up to a multiple of `multiple` (1: to the longest only)."""
+        if multiple < 1:
+            raise ValueError(f"expected a token_multiple of at least 1, got {multiple}")
+        self._multiple = multiple
 
     def encode(self, texts: np.ndarray) -> Feed:
         """All strings as one call's inputs: token ids and attention mask, shape [len(texts), longest]."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from optimize.manifest import Manifest
-from serve.cuda_graphs import TOKEN_MULTIPLE, GraphedForward, NotCaptured
+from serve.cuda_graphs import MAX_GRAPHS, TOKEN_MULTIPLE, GraphedForward, NotCaptured, shapes_needed
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ def torch_device(target: str, cuda_available: bool) -> str:
 
 class TorchModel:
     def __init__(self, manifest: Manifest, model_path: Path, intra_op_threads: int = 1,
-                 dtype: str = "float16", text_token_budget: int | None = None, cuda_graphs: bool = True) -> None:
+                 dtype: str = "float16", text_token_budget: int | None = None, cuda_graphs: bool = True,
+                 max_batch_size: int = 32) -> None:
         try:
             import torch
         except ImportError:
@@ -46,7 +47,10 @@ class TorchModel:
         self.output_names = [spec.name for spec in manifest.outputs]
         self._graphed = None
         if cuda_graphs and self._device == "cuda":
-            self._graphed = GraphedForward(torch, self._run_module, self._device)
+            max_length = manifest.text_input.max_length if manifest.text_input else None
+            # room for every shape the calls can take, so none is ever recaptured
+            max_graphs = max(MAX_GRAPHS, shapes_needed(max_batch_size, max_length))
+            self._graphed = GraphedForward(torch, self._run_module, self._device, max_graphs=max_graphs)
         self._text = None
         if manifest.text_input is not None:
             from serve.text import TextEncoder, choose_token_budget
@@ -93,6 +97,8 @@ class TorchModel:
                 log.warning("%s: CUDA graph capture or replay failed (%s: %s); running op by op from now on",
                             self.manifest.name, type(error).__name__, error)
                 self._graphed = None
+                if self._text is not None:
+                    self._text.pad_tokens_to_multiple_of(1)  # no graphs: padding for fewer shapes is wasted work
                 self.execution_provider = self._describe()
         tensors = [self._torch.from_numpy(np.ascontiguousarray(array)).to(self._device) for array in arrays]
         return [output.float().cpu().numpy() for output in self._run_module(tensors)]

@@ -4,7 +4,7 @@ tests/serve/test_model_gpu.py and scripts/gpu_check.py."""
 import numpy as np
 import pytest
 
-from serve.cuda_graphs import pad_rows, padded_rows
+from serve.cuda_graphs import MAX_GRAPHS, pad_rows, padded_rows, shapes_needed
 
 
 @pytest.mark.parametrize("rows, expected", [(1, 1), (2, 2), (3, 4), (5, 8), (64, 64), (65, 128), (1000, 1024)])
@@ -36,3 +36,14 @@ def test_a_graph_cache_without_room_is_refused_with_what_was_expected():
 
     with pytest.raises(ValueError, match="max_graphs and max_rows of at least 1"):
         GraphedForward(torch, lambda tensors: tensors, max_graphs=0)
+
+
+@pytest.mark.parametrize("max_batch, max_length, expected", [
+    (1, None, 1), (32, None, 6), (33, None, 7), (32, 256, 6 * 8), (256, 256, 9 * 8), (32, 250, 6 * 8), (4, 20, 3),
+])
+def test_the_shapes_a_model_can_take_are_batch_sizes_times_token_lengths(max_batch, max_length, expected):
+    assert shapes_needed(max_batch, max_length) == expected
+
+
+def test_the_default_graph_cache_holds_every_minilm_shape_at_the_default_batch_but_not_at_256():
+    assert shapes_needed(32, 256) <= MAX_GRAPHS < shapes_needed(256, 256)

@@ -84,3 +84,14 @@ def test_a_token_multiple_pads_the_token_axis_up_to_it_but_never_past_max_length
     assert rounded["attention_mask"][:, plain["input_ids"].shape[1]:].sum() == 0  # the added tokens are masked
     longest = TextEncoder(tokenizer_dir, spec, token_multiple=32).encode(SENTENCES[-1:])
     assert longest["input_ids"].shape == (1, 250)  # 256 would pass max_length: capped there
+
+
+def test_the_token_multiple_can_be_turned_off_for_the_next_calls(tokenizer_dir):
+    spec = TextInput(tokenizer_sha256="0" * 64, max_length=250)
+    encoder = TextEncoder(tokenizer_dir, spec, token_multiple=32)
+    assert encoder.encode(SENTENCES[:3])["input_ids"].shape[1] == 32
+    encoder.pad_tokens_to_multiple_of(1)
+    plain = TextEncoder(tokenizer_dir, spec).encode(SENTENCES[:3])
+    assert encoder.encode(SENTENCES[:3])["input_ids"].shape == plain["input_ids"].shape
+    with pytest.raises(ValueError, match="at least 1"):
+        encoder.pad_tokens_to_multiple_of(0)
