@@ -17,6 +17,7 @@ every request in it fails.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 Tensors = dict[str, np.ndarray]
+RECENT_CALLS = 15
 RunBatch = Callable[[Tensors], Tensors]
 
 
@@ -78,7 +80,8 @@ class Batcher:
     ) -> None:
         self._run_batch = run_batch
         self._inline_below_s = inline_below_s
-        self._typical_call_s: float | None = None  # moving average of the model call alone, without the hop
+        # the last calls' own times (without the hop); their median is robust to a call the OS preempted
+        self._recent_calls: deque[float] = deque(maxlen=RECENT_CALLS)
         self.configure(max_batch_size, max_wait_s, max_queue)
         self._observer = observer
         self._more_coming = more_coming
@@ -146,7 +149,7 @@ class Batcher:
                     outputs, call_s = self._timed_call(merged)
                 else:
                     outputs, call_s = await loop.run_in_executor(self._executor, self._timed_call, merged)
-                self._note_call_time(call_s)
+                self._recent_calls.append(call_s)
                 self._deliver(batch, outputs)
             except Exception as error:  # every request in the batch gets the failure
                 failure = error if isinstance(error, BatchError) else BatchError(f"model call failed: {error!r}")
@@ -160,17 +163,13 @@ class Batcher:
 
     @property
     def runs_inline(self) -> bool:
-        """Whether model calls now run on the event loop (measured to be cheaper than a thread hop)."""
-        return self._typical_call_s is not None and self._typical_call_s < self._inline_below_s
+        """Whether model calls now run on the event loop: the median of the last calls is under inline_below_s."""
+        return bool(self._recent_calls) and statistics.median(self._recent_calls) < self._inline_below_s
 
     def _timed_call(self, merged: Tensors) -> tuple[Tensors, float]:
         started = time.perf_counter()
         outputs = self._run_batch(merged)
         return outputs, time.perf_counter() - started
-
-    def _note_call_time(self, seconds: float) -> None:
-        typical = self._typical_call_s
-        self._typical_call_s = seconds if typical is None else 0.8 * typical + 0.2 * seconds
 
     async def _next_batch(self) -> list[_Pending]:
         while not self._queue:

@@ -5,19 +5,22 @@ node; Prometheus scrapes the agent (`ray start --metrics-export-port`, or
 `ServeSettings.metrics_port` for the embedded server) and sees every replica's
 series, whichever replica answered a request. Ray prefixes names with `ray_`:
 `ray_optiserve_requests_total`, `ray_optiserve_request_latency_seconds_bucket`, ...
-Ray reports a histogram's `_sum` from bucket midpoints, so it is approximate;
-buckets and `_count` are exact, and `optiserve_inference_rows` counts rows exactly.
 
 Each Ray metric call costs a few microseconds of the replica's event loop, and
-a request made several. Counter increments and gauge values are therefore
-tallied here and handed to Ray together at most `FLUSH_AFTER_S` later (Ray
-itself pushes to the agent every `metrics_report_interval_ms`). Histogram
-observations go to Ray at once: each one is a point of its own.
+a request made several. Counter increments, gauge values and histogram
+observations are therefore tallied here and handed to Ray together at most
+`FLUSH_AFTER_S` later (Ray itself pushes to its agent every
+`metrics_report_interval_ms`). Histograms are counted in the replica and
+exported as their cumulative `_bucket`, `_count` and `_sum` series
+(serve/histogram.py): Ray's own Histogram costs its agent a replay per
+observation, and approximates `_sum`; these sums are exact.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+from serve.histogram import LocalHistogram
 
 LATENCY_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
 BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -52,9 +55,7 @@ class ServeMetrics:
         self.queue_depth = self._gauge(
             "optiserve_queue_depth", "Requests waiting in the batcher's queue (per replica)."
         )
-        self.rows = self._counter(
-            "optiserve_inference_rows", "Rows the model computed (exact; Ray approximates histogram sums)."
-        )
+        self.rows = self._counter("optiserve_inference_rows", "Rows the model computed.")
         self.cache_hits = self._counter("optiserve_cache_hits", "Result cache hits.")
         self.cache_misses = self._counter("optiserve_cache_misses", "Result cache misses.")
         self.cache_evictions = self._counter("optiserve_cache_evictions", "Cached results dropped for room or age.")
@@ -85,21 +86,20 @@ class ServeMetrics:
 
         return self._tagged(metrics.Gauge(name, description, tag_keys=tuple(self._tags)))
 
-    def _histogram(self, name: str, description: str, boundaries: list[float], *extra: str):
-        from ray.util import metrics
-
-        return self._tagged(metrics.Histogram(name, description, boundaries=boundaries, tag_keys=(*self._tags, *extra)))
+    def _histogram(self, name: str, description: str, bounds: list[float], *extra: str) -> "ExportedHistogram":
+        return ExportedHistogram(name, description, bounds, self._tags, extra)
 
     def observe_request(self, status: int, seconds: float, cache: str) -> None:
         self._count(self.requests, 1, ("status", str(status)))
-        self.latency.observe(seconds, {"cache": cache})
+        self.latency.local.observe(seconds, (cache,))
+        self._flush_soon()
 
     def observe_batch(self, rows: int, queue_seconds: list[float], compute_seconds: float, queue_depth: int) -> None:
-        self.batch_size.observe(rows)
+        self.batch_size.local.observe(rows)
         self._count(self.rows, rows)
-        self.compute_time.observe(compute_seconds)
+        self.compute_time.local.observe(compute_seconds)
         for seconds in queue_seconds:
-            self.queue_time.observe(seconds)
+            self.queue_time.local.observe(seconds)
         self._set(self.queue_depth, queue_depth)
 
     def observe_cache(self, hit: bool) -> None:
@@ -121,7 +121,7 @@ class ServeMetrics:
         self._count(self.coalesced, 1)
 
     def flush(self) -> None:
-        """Hand every tallied increment and gauge value to Ray now."""
+        """Hand every tallied increment, gauge value and histogram series to Ray now."""
         self._flush_scheduled = None
         counts, self._counts = self._counts, {}
         gauges, self._gauges = self._gauges, {}
@@ -129,6 +129,8 @@ class ServeMetrics:
             counter.inc(amount, dict([extra]) if extra else None)
         for gauge, value in gauges.items():
             gauge.set(value)
+        for histogram in (self.latency, self.batch_size, self.queue_time, self.compute_time):
+            histogram.export()
 
     def _count(self, counter, amount: float, extra: tuple[str, str] | tuple = ()) -> None:
         key = (counter, extra)
@@ -149,3 +151,28 @@ class ServeMetrics:
             self.flush()
             return
         self._flush_scheduled = loop.call_later(FLUSH_AFTER_S, self.flush)
+
+
+class ExportedHistogram:
+    """A LocalHistogram and the three Ray gauges its series go out as: `_bucket` (with `le`), `_count`, `_sum`."""
+
+    def __init__(self, name: str, description: str, bounds: list[float], tags: dict[str, str],
+                 extra: tuple[str, ...] = ()) -> None:
+        from ray.util import metrics
+
+        self.local = LocalHistogram(bounds)
+        self._extra = extra
+        keys = (*tags, *extra)
+        self._bucket = metrics.Gauge(f"{name}_bucket", f"{description} Observations at or under le, cumulative.",
+                                     tag_keys=(*keys, "le")).set_default_tags(tags)
+        self._count = metrics.Gauge(f"{name}_count", f"{description} Observations.", tag_keys=keys).set_default_tags(tags)
+        self._sum = metrics.Gauge(f"{name}_sum", f"{description} Sum of observations.",
+                                  tag_keys=keys).set_default_tags(tags)
+
+    def export(self) -> None:
+        for extra, buckets, count, total in self.local.changed():
+            tags = dict(zip(self._extra, extra))
+            for le, cumulative in buckets:
+                self._bucket.set(cumulative, {**tags, "le": le})
+            self._count.set(count, tags or None)
+            self._sum.set(total, tags or None)
