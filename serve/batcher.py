@@ -57,6 +57,16 @@ class _Pending:
     arrived: float = field(default_factory=time.monotonic)
 
 
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(DeadlineExceeded("deadline passed while the request waited for its batch"))
+
+
+def _expire_wait(arrival: asyncio.Future) -> None:
+    if not arrival.done():
+        arrival.set_result(False)
+
+
 class BatchObserver(Protocol):
     def observe_batch(self, rows: int, queue_seconds: list[float], compute_seconds: float, queue_depth: int) -> None:
         """Called after each model call: its rows, each request's wait in the queue, the call's time."""
@@ -86,7 +96,7 @@ class Batcher:
         self._observer = observer
         self._more_coming = more_coming
         self._queue: deque[_Pending] = deque()
-        self._arrived = asyncio.Event()
+        self._arrival: asyncio.Future | None = None  # what the worker awaits for the next request, if it waits
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
         self._worker: asyncio.Task | None = None
 
@@ -123,13 +133,16 @@ class Batcher:
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, rows.pop(), _signature(inputs), loop.create_future(), deadline)
         self._queue.append(pending)
-        self._arrived.set()
+        if self._arrival is not None and not self._arrival.done():
+            self._arrival.set_result(True)
         if deadline is None:
             return await pending.future
+        # a timer per request, cheaper than asyncio.wait_for's task and waiter (this is the hot path)
+        expiry = loop.call_later(max(deadline - time.monotonic(), 0), _expire, pending.future)
         try:
-            return await asyncio.wait_for(pending.future, max(deadline - time.monotonic(), 0))
-        except TimeoutError:
-            raise DeadlineExceeded("deadline passed while the request waited for its batch") from None
+            return await pending.future
+        finally:
+            expiry.cancel()
 
     def close(self) -> None:
         if self._worker is not None:
@@ -144,7 +157,8 @@ class Batcher:
                 continue
             started = time.monotonic()
             try:
-                merged = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
+                merged = (batch[0].inputs if len(batch) == 1 else
+                          {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs})
                 if self.runs_inline:
                     outputs, call_s = self._timed_call(merged)
                 else:
@@ -173,20 +187,26 @@ class Batcher:
 
     async def _next_batch(self) -> list[_Pending]:
         while not self._queue:
-            self._arrived.clear()
-            await self._arrived.wait()
+            await self._next_arrival(None)
         first = self._queue[0]
         deadline = first.arrived + self._max_wait_s
         while self._rows_like(first) < self._max_rows and self._more_coming():
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
+            if remaining <= 0 or not await self._next_arrival(remaining):
                 break
         return self._take_like(first)
+
+    async def _next_arrival(self, timeout_s: float | None) -> bool:
+        """Wait until the next request is queued (True) or `timeout_s` passes (False)."""
+        loop = asyncio.get_running_loop()
+        arrival = self._arrival = loop.create_future()
+        timer = loop.call_later(timeout_s, _expire_wait, arrival) if timeout_s is not None else None
+        try:
+            return await arrival
+        finally:
+            self._arrival = None
+            if timer is not None:
+                timer.cancel()
 
     def _rows_like(self, first: _Pending) -> int:
         return sum(p.rows for p in self._queue if p.signature == first.signature and not p.future.done())
