@@ -91,7 +91,7 @@ def serve_fixed(port: int) -> None:
 def measure(repeats: int, concurrency: list[int], seconds: float) -> None:
     from benchmarks.load_client import DigitsBodies, closed_loop
     from benchmarks.peer_systems import SYSTEMS, _stop_group, _wait_until_answers, start
-    from optiserve.local_server import free_port
+    from optiserve.local_server import _child_environment, free_port
 
     artifact, logs = ROOT / "artifacts" / "digits", ROOT / "build" / "ray-floor"
     logs.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,7 @@ def measure(repeats: int, concurrency: list[int], seconds: float) -> None:
                 port = free_port()
                 process = subprocess.Popen([sys.executable, __file__, "serve", str(port)], cwd=ROOT,
                                            stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
-                                           start_new_session=True, env={**_environment(), "RAY_ADDRESS": "local"})
+                                           start_new_session=True, env=_child_environment({"RAY_ADDRESS": "local"}))
                 url, stop = f"http://127.0.0.1:{port}/v2/models/digits/infer", lambda: _stop_group(process)
                 _wait_until_answers(url, bodies.next(), log_path)
             else:
@@ -122,15 +122,6 @@ def measure(repeats: int, concurrency: list[int], seconds: float) -> None:
             finally:
                 stop()
     _print_table(rates, concurrency)
-
-
-def _environment() -> dict[str, str]:
-    import os
-
-    from optiserve.local_server import free_port
-
-    return {**os.environ, "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
 
 
 def _print_table(rates: dict[str, dict[int, list[float]]], concurrency: list[int]) -> None:

@@ -91,8 +91,7 @@ class ServeMetrics:
 
     def observe_request(self, status: int, seconds: float, cache: str) -> None:
         self._count(self.requests, 1, ("status", str(status)))
-        self.latency.local.observe(seconds, (cache,))
-        self._flush_soon()
+        self.latency.local.observe(seconds, (cache,))  # flushed with the request count, scheduled just above
 
     def observe_batch(self, rows: int, queue_seconds: list[float], compute_seconds: float, queue_depth: int) -> None:
         self.batch_size.local.observe(rows)
