@@ -36,6 +36,7 @@ class ServeMetrics:
         self._counts: dict[tuple, float] = {}  # (counter, extra tags as a tuple) -> increments not yet flushed
         self._gauges: dict[object, float] = {}  # gauge -> latest value not yet flushed
         self._flush_scheduled: asyncio.TimerHandle | None = None
+        self._histograms: list[ExportedHistogram] = []  # every histogram made by _histogram, exported at each flush
         self.requests = self._counter("optiserve_requests", "Inference requests answered, by HTTP status.", "status")
         self.latency = self._histogram(
             "optiserve_request_latency_seconds",
@@ -87,7 +88,9 @@ class ServeMetrics:
         return self._tagged(metrics.Gauge(name, description, tag_keys=tuple(self._tags)))
 
     def _histogram(self, name: str, description: str, bounds: list[float], *extra: str) -> "ExportedHistogram":
-        return ExportedHistogram(name, description, bounds, self._tags, extra)
+        histogram = ExportedHistogram(name, description, bounds, self._tags, extra)
+        self._histograms.append(histogram)
+        return histogram
 
     def observe_request(self, status: int, seconds: float, cache: str) -> None:
         self._count(self.requests, 1, ("status", str(status)))
@@ -128,7 +131,7 @@ class ServeMetrics:
             counter.inc(amount, dict([extra]) if extra else None)
         for gauge, value in gauges.items():
             gauge.set(value)
-        for histogram in (self.latency, self.batch_size, self.queue_time, self.compute_time):
+        for histogram in self._histograms:
             histogram.export()
 
     def _count(self, counter, amount: float, extra: tuple[str, str] | tuple = ()) -> None:
