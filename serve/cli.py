@@ -15,7 +15,7 @@ _FLAGS = {
     "--request-timeout-ms": ("request_timeout_ms", float), "--reject-status": ("reject_status", int),
     "--intra-op-threads": ("intra_op_threads", int), "--replica-cpus": ("replica_cpus", float),
     "--max-queued-requests": ("max_queued_requests", int), "--max-ongoing-requests": ("max_ongoing_requests", int),
-    "--inline-call-us": ("inline_call_us", float),
+    "--inline-call-us": ("inline_call_us", float), "--ingress-queue-per-replica": ("ingress_queue_per_replica", int),
 }
 
 

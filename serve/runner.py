@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
 
+from serve import ingress
 from serve.repository import RESERVED_NAME, ServedVersion, load_repository
 from serve.settings import ServeSettings
 
@@ -31,6 +33,14 @@ def ray_serve_environment(settings: ServeSettings) -> dict[str, str]:
         environment["RAY_SERVE_HAPROXY_RETRY_ON"] = (
             "conn-failure empty-response junk-response" if settings.retry_lost_requests else "conn-failure"
         )
+        if settings.ingress_admission:
+            environment["RAY_SERVE_HAPROXY_BINARY_PATH"] = ingress.shim_path()
+            environment[ingress.POLICY_VARIABLE] = ingress.AdmissionPolicy(
+                replica_maxconn=settings.replica_concurrency,
+                queue_per_replica=settings.ingress_queue_per_replica,
+                queue_timeout_ms=max(1, round(settings.request_timeout_ms)),
+                reject_status=settings.reject_status,
+            ).to_environment()
     return environment
 
 
@@ -52,6 +62,8 @@ def start(
 
     served = load_repository(paths)
     os.environ.update(ray_serve_environment(settings))
+    if "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT" not in os.environ:
+        os.environ.update(own_ports_environment(free_port_block(settings.port)))
     ray.init(
         address="local",  # always our own instance, never a `ray start` cluster that happens to run here
         _metrics_export_port=settings.metrics_port,
@@ -75,6 +87,49 @@ def start(
                                   verified=version.manifest),
                   name=version.app_name, route_prefix=version.route_prefix)
     return served
+
+
+REPLICA_PORT_BLOCK = 100  # ports for one server's replicas: a restarted replica's old port rests for 150 s
+REPLICA_PORT_BLOCKS = range(20_000, 30_000, REPLICA_PORT_BLOCK)  # below Linux's ephemeral ports (32768-)
+
+
+def free_port_block(http_port: int) -> tuple[int, int]:
+    """[first, end) of REPLICA_PORT_BLOCK ports that nothing listens on, for this server's replicas and proxy.
+
+    Ray Serve's replicas listen with SO_REUSEPORT, from port 30000 up in every Ray instance, and its fallback
+    proxy on 8500. Two embedded servers on one host can then listen on the same port, and the kernel splits
+    one server's requests between both servers (seen in the tests: one server answered with the other's
+    settings).
+    The search starts at a block chosen by the server's own HTTP port, so servers starting together spread.
+    """
+    blocks = list(REPLICA_PORT_BLOCKS)
+    start = http_port % len(blocks)
+    for first in blocks[start:] + blocks[:start]:
+        if all(_nothing_listens(port) for port in range(first, first + REPLICA_PORT_BLOCK)):
+            return first, first + REPLICA_PORT_BLOCK
+    raise RuntimeError(f"no {REPLICA_PORT_BLOCK} free ports in a row between {blocks[0]} and "
+                       f"{blocks[-1] + REPLICA_PORT_BLOCK} for the replicas")
+
+
+def own_ports_environment(block: tuple[int, int]) -> dict[str, str]:
+    """Ray Serve's listening ports for one embedded server, all inside `block`: its replicas', and its
+    fallback proxy's (Ray's defaults, 8500 and 9500, are the same for every Ray instance on the host)."""
+    first, end = block
+    return {
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(end - 1),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(end - 2),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(first),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(end - 2),
+    }
+
+
+def _nothing_listens(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))  # no SO_REUSEPORT: fails where a replica (or anything) listens
+        except OSError:
+            return False
+    return True
 
 
 def _routes_url(settings: ServeSettings) -> str:

@@ -121,6 +121,16 @@ class ServeSettings(BaseSettings):
         "connect (Ray's default). Safe because inference is a pure function of the request; requests over "
         "HAProxy's 16 KiB buffer are not resent",
     )
+    ingress_admission: bool = Field(
+        True, description="HAProxy ingress: let each model replica hold at most replica_concurrency requests and "
+        "queue the rest in HAProxy, which refuses (reject_status + Retry-After) past ingress_queue_per_replica "
+        "queued per replica, without the busy replica having to read the request (serve/ingress.py). It also "
+        "answers HAProxy's own errors in JSON. False runs the configuration Ray writes, unchanged",
+    )
+    ingress_queue_per_replica: int = Field(
+        64, ge=1, description="HAProxy ingress with admission: requests queued per usable model replica before "
+        "new ones are refused; bounds the wait of accepted requests under overload",
+    )
     haproxy_threads: int = Field(
         default_factory=lambda: min(4, max(1, (os.cpu_count() or 2) // 2)),
         ge=1, description="HAProxy worker threads (default: half the cores, 1 to 4)",

@@ -81,6 +81,7 @@ def test_rayservice_autoscales_and_is_scraped_by_prometheus():
 
 def test_rayservice_pods_carry_the_environment_optiserve_ray_env_prints():
     expected = ray_serve_environment(ServeSettings(haproxy_threads=1))
+    expected["RAY_SERVE_HAPROXY_BINARY_PATH"] = "/opt/venv/bin/optiserve-haproxy"  # the image's venv (Dockerfile)
     for template in pod_templates(rayservice()):
         (container,) = template["spec"]["containers"]
         assert {e["name"]: e["value"] for e in container["env"]} == expected

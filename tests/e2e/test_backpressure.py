@@ -37,10 +37,33 @@ def test_a_full_queue_answers_503_with_retry_after_and_serves_the_rest(small_que
             assert answer["outputs"][0]["shape"] == [1, 10]
 
 
-def test_requests_beyond_the_replica_queue_are_refused_before_the_handler(digits_artifact, tmp_path):
-    """max_queued_requests: Ray answers at once, so overload cannot build an unbounded queue."""
+def test_requests_beyond_the_ingress_queue_are_refused_by_haproxy_in_json(digits_artifact, tmp_path):
+    """Admission at the ingress (serve/ingress.py): 2 in flight per replica, 1 queued, the rest refused by HAProxy
+    itself with the reject status, Retry-After and a JSON error, without reaching the replica."""
     server = start_server([digits_artifact], tmp_path / "server.log", "--max-ongoing-requests", "2",
-                          "--max-batch-size", "1", "--max-queued-requests", "1", "--cache-max-bytes", "0")
+                          "--max-batch-size", "1", "--ingress-queue-per-replica", "1", "--reject-status", "429",
+                          "--cache-max-bytes", "0")
+    try:
+        rows = np.random.default_rng(2).random((200, 64), dtype=np.float32)
+        answers = post_all_with_headers(f"{server.url}/v2/models/digits/infer",
+                                        [infer_body(rows[i : i + 1]) for i in range(len(rows))], 48)
+    finally:
+        stop_server(server)
+    statuses = Counter(status for status, _, _ in answers)
+    assert len(answers) == 200 and set(statuses) <= {200, 429} and statuses[200] > 0, statuses
+    refused = [(headers, answer) for status, headers, answer in answers if status == 429]
+    assert refused, f"48 clients against 2 in flight + 1 queued were never refused: {statuses}"
+    for headers, answer in refused:
+        assert {k.lower(): v for k, v in headers.items()}.get("retry-after") == "1"
+        assert "queued at the ingress" in answer["error"], answer
+
+
+def test_requests_beyond_the_replica_queue_are_refused_before_the_handler(digits_artifact, tmp_path):
+    """max_queued_requests: Ray answers at once, so overload cannot build an unbounded queue. Ingress admission
+    is off here; with it, the replica never holds more than max_ongoing_requests (the test above)."""
+    server = start_server([digits_artifact], tmp_path / "server.log", "--max-ongoing-requests", "2",
+                          "--max-batch-size", "1", "--max-queued-requests", "1", "--cache-max-bytes", "0",
+                          env={"OPTISERVE_INGRESS_ADMISSION": "false"})
     try:
         rows = np.random.default_rng(1).random((200, 64), dtype=np.float32)
         answers = post_all_with_headers(f"{server.url}/v2/models/digits/infer",

