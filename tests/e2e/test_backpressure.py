@@ -39,10 +39,11 @@ def test_a_full_queue_answers_503_with_retry_after_and_serves_the_rest(small_que
 
 def test_requests_beyond_the_ingress_queue_are_refused_by_haproxy_in_json(digits_artifact, tmp_path):
     """Admission at the ingress (serve/ingress.py): 2 in flight per replica, 1 queued, the rest refused by HAProxy
-    itself with the reject status, Retry-After and a JSON error, without reaching the replica."""
+    itself with the reject status, Retry-After and a JSON error, without reaching the replica. Ray's own
+    per-replica queue is made roomy (8) so that every refusal here is the ingress's."""
     server = start_server([digits_artifact], tmp_path / "server.log", "--max-ongoing-requests", "2",
                           "--max-batch-size", "1", "--ingress-queue-per-replica", "1", "--reject-status", "429",
-                          "--cache-max-bytes", "0")
+                          "--max-queued-requests", "8", "--cache-max-bytes", "0")
     try:
         rows = np.random.default_rng(2).random((200, 64), dtype=np.float32)
         answers = post_all_with_headers(f"{server.url}/v2/models/digits/infer",
