@@ -13,7 +13,10 @@ refusal costs the busy replica its parse. So Ray is pointed (RAY_SERVE_HAPROXY_B
   `queue_per_replica` x (usable replicas) requests already queued for its model;
 - bounds the wait in that queue by `queue_timeout_ms` (then HAProxy's 503);
 - answers HAProxy's own 502/503/504 in JSON instead of Ray's plain-text 500;
-- answers 503 + Retry-After, not 404, while no application has a route yet (start-up).
+- answers 503 + Retry-After, not 404, while no application has a route yet (start-up);
+- with `listen_after_apps` (the embedded server names its model apps), keeps the HTTP port closed until
+  each of them has a replica, so that a starting server refuses connections instead of answering errors.
+  Once open, it stays open (a marker file next to the configuration), even if every replica of a model dies.
 
 Model backends are recognised by their route (`/v2/models/...`); the root app (health, metadata) is left
 unlimited. This module runs before HAProxy on every start and reload, so it imports nothing heavy.
@@ -32,6 +35,8 @@ from pathlib import Path
 POLICY_VARIABLE = "OPTISERVE_HAPROXY_ADMISSION"
 SHIM_COMMAND = "optiserve-haproxy"
 REWRITTEN_NAME = "optiserve-haproxy.cfg"
+LISTENING_MARKER = "optiserve-listening"  # written once the HTTP port has been opened
+CLOSED_SOCKET = "optiserve-closed.sock"  # where the HTTP frontend binds while the port stays closed
 MODEL_ROUTE = "/v2/models/"
 RETRY_AFTER_S = 1
 
@@ -42,9 +47,14 @@ class AdmissionPolicy:
     queue_per_replica: int  # requests HAProxy may queue per usable replica of a model before refusing
     queue_timeout_ms: int  # longest a request waits in HAProxy's queue
     reject_status: int  # answer to a refused request (503 or 429), with Retry-After
+    listen_after_apps: tuple[str, ...] = ()  # keep the HTTP port closed until each of these apps has a replica
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
+        if not all(isinstance(app, str) for app in self.listen_after_apps):
+            raise ValueError(f"{POLICY_VARIABLE}: listen_after_apps must be application names, "
+                             f"got {self.listen_after_apps!r}")
+        for name in ("replica_maxconn", "queue_per_replica", "queue_timeout_ms", "reject_status"):
+            value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{POLICY_VARIABLE}: {name} must be a positive integer, got {value!r}")
         if self.reject_status not in (429, 503):
@@ -60,8 +70,9 @@ class AdmissionPolicy:
             raise ValueError(f"{POLICY_VARIABLE} is not set: expected the admission policy as JSON, e.g. "
                              f"{cls(128, 64, 10_000, 503).to_environment()}")
         try:
-            return cls(**json.loads(text))
-        except (TypeError, json.JSONDecodeError) as error:
+            fields = json.loads(text)
+            return cls(**{**fields, "listen_after_apps": tuple(fields.get("listen_after_apps", ()))})
+        except (TypeError, AttributeError, json.JSONDecodeError) as error:
             raise ValueError(f"{POLICY_VARIABLE}={text!r}: expected a JSON object with the fields "
                              f"replica_maxconn, queue_per_replica, queue_timeout_ms, reject_status ({error})") from None
 
@@ -127,8 +138,23 @@ def _model_admission(backend: str, policy: AdmissionPolicy) -> list[str]:
     ]
 
 
-def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, Path]) -> str:
-    """Ray's generated HAProxy configuration with optiserve's admission control added (see module doc)."""
+def apps_with_replicas(config: str) -> set[str]:
+    """Applications whose backend in `config` lists at least one replica."""
+    apps, backend = set(), ""
+    for line in config.splitlines():
+        if match := _SECTION.match(line):
+            backend = (match.group(3) or "") if match.group(1) == "backend" else ""
+        elif backend.startswith("http-") and line.strip().startswith("server SERVE_REPLICA_"):
+            apps.add(backend.removeprefix("http-"))
+    return apps
+
+
+def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, Path],
+                   closed_bind: str | None = None) -> str:
+    """Ray's generated HAProxy configuration with optiserve's admission control added (see module doc).
+
+    With `closed_bind`, the HTTP frontend binds there (a unix socket) instead of its TCP port.
+    """
     lines = config.splitlines()
     model_backends = {match.group(1) for line in lines if (match := _MODEL_ACL.match(line))}
     has_routes = any(line.strip().startswith("use_backend ") for line in lines)
@@ -144,6 +170,8 @@ def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, 
                 out += _model_admission(section[1], policy)
             continue
         stripped = line.strip()
+        if closed_bind and section == ("frontend", "http_frontend") and stripped.startswith("bind "):
+            line = f"    bind {closed_bind}"
         if section[0] == "defaults" and stripped.startswith("errorfile "):
             continue  # Ray's plain-text 500 page, replaced above
         if section == ("backend", "default_backend") and stripped.startswith("http-request return status 404"):
@@ -184,9 +212,15 @@ def rewritten_arguments(argv: list[str], policy: AdmissionPolicy) -> list[str]:
     where = argv.index("-f") + 1
     source = Path(argv[where])
     pages = write_error_pages(source.parent)
+    config = source.read_text()
+    marker = source.parent / LISTENING_MARKER
+    listening = marker.exists() or set(policy.listen_after_apps) <= apps_with_replicas(config)
+    if listening:
+        marker.touch()
+    closed_bind = None if listening else f"unix@{source.parent / CLOSED_SOCKET}"
     target = source.parent / REWRITTEN_NAME
     staging = target.with_suffix(".tmp")
-    staging.write_text(rewrite_config(source.read_text(), policy, pages))
+    staging.write_text(rewrite_config(config, policy, pages, closed_bind))
     os.replace(staging, target)
     return [*argv[:where], str(target), *argv[where + 1:]]
 

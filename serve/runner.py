@@ -13,8 +13,11 @@ from serve.repository import RESERVED_NAME, ServedVersion, load_repository
 from serve.settings import ServeSettings
 
 
-def ray_serve_environment(settings: ServeSettings) -> dict[str, str]:
+def ray_serve_environment(settings: ServeSettings, apps: tuple[str, ...] = ()) -> dict[str, str]:
     """Ray Serve knobs that only exist as environment variables, read by the processes Ray starts.
+
+    `apps`: the model applications this embedded server will run; the HAProxy ingress keeps its port
+    closed until each has a replica (serve/ingress.py). A cluster node passes none.
 
     Each was measured with benchmarks/serve_bench.py (docs/BENCHMARKS.md).
     """
@@ -40,6 +43,7 @@ def ray_serve_environment(settings: ServeSettings) -> dict[str, str]:
                 queue_per_replica=settings.ingress_queue_per_replica,
                 queue_timeout_ms=max(1, round(settings.request_timeout_ms)),
                 reject_status=settings.reject_status,
+                listen_after_apps=tuple(apps),
             ).to_environment()
     return environment
 
@@ -61,7 +65,7 @@ def start(
     from serve.builders import RootAppArgs, build_model_app, root_app
 
     served = load_repository(paths)
-    os.environ.update(ray_serve_environment(settings))
+    os.environ.update(ray_serve_environment(settings, tuple(version.app_name for version in served)))
     if "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT" not in os.environ:
         os.environ.update(own_ports_environment(free_port_block(settings.port)))
     ray.init(

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from serve import ingress
-from serve.ingress import AdmissionPolicy, rewrite_config, rewritten_arguments
+from serve.ingress import AdmissionPolicy, apps_with_replicas, rewrite_config, rewritten_arguments
 
 POLICY = AdmissionPolicy(replica_maxconn=128, queue_per_replica=64, queue_timeout_ms=2500, reject_status=429)
 
@@ -150,6 +150,8 @@ def test_the_command_fails_loudly_without_its_policy(tmp_path):
 
 def test_the_policy_round_trips_through_the_environment():
     assert AdmissionPolicy.from_environment({ingress.POLICY_VARIABLE: POLICY.to_environment()}) == POLICY
+    waiting = AdmissionPolicy(1, 2, 3, 503, listen_after_apps=("digits", "minilm-v2"))
+    assert AdmissionPolicy.from_environment({ingress.POLICY_VARIABLE: waiting.to_environment()}) == waiting
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -159,6 +161,8 @@ def test_the_policy_round_trips_through_the_environment():
      "reject_status must be 429 or 503"),
     ('{"replica_maxconn": 1}', "expected a JSON object with the fields"),
     ("maxconn=1", "expected a JSON object with the fields"),
+    ('{"replica_maxconn": 1, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503, '
+     '"listen_after_apps": [3]}', "listen_after_apps must be application names"),
 ])
 def test_a_bad_policy_says_what_was_expected(text, expected):
     with pytest.raises(ValueError, match=expected):
@@ -168,3 +172,40 @@ def test_a_bad_policy_says_what_was_expected(text, expected):
 def test_arguments_without_a_config_file_are_refused():
     with pytest.raises(ValueError, match="expected HAProxy's arguments with '-f <config file>'"):
         rewritten_arguments(["-db"], POLICY)
+
+
+def _frontend_bind(directory) -> str:
+    (line,) = [line for line in _section((directory / ingress.REWRITTEN_NAME).read_text(),
+                                         "frontend http_frontend") if line.strip().startswith("bind ")]
+    return line.strip()
+
+
+def test_apps_with_replicas_reads_the_backends():
+    assert apps_with_replicas(RAY_CONFIG) == {"digits", "optiserve"}
+    assert apps_with_replicas(RAY_CONFIG_NO_ROUTES) == set()
+
+
+def test_the_port_stays_closed_until_every_named_app_has_a_replica_then_stays_open(tmp_path):
+    waiting = AdmissionPolicy(128, 64, 2500, 503, listen_after_apps=("digits", "minilm"))
+    source = tmp_path / "haproxy.cfg"
+    source.write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))
+    rewritten_arguments(["-f", str(source)], waiting)
+    assert _frontend_bind(tmp_path) == f"bind unix@{tmp_path / ingress.CLOSED_SOCKET}"  # minilm has no replica
+
+    with_minilm = RAY_CONFIG.replace("backend http-optiserve", "backend http-minilm\n"
+                                     "    server SERVE_REPLICA_minilm-x 127.0.0.1:30009 check\nbackend http-optiserve")
+    source.write_text(with_minilm.format(dir=tmp_path, port=8000))
+    rewritten_arguments(["-f", str(source)], waiting)
+    assert _frontend_bind(tmp_path) == "bind 127.0.0.1:8000"
+
+    source.write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))  # minilm's replicas all gone: stays open
+    rewritten_arguments(["-f", str(source)], waiting)
+    assert _frontend_bind(tmp_path) == "bind 127.0.0.1:8000"
+
+
+def test_haproxy_accepts_the_closed_frontend(tmp_path):
+    waiting = AdmissionPolicy(128, 64, 2500, 503, listen_after_apps=("minilm",))
+    (tmp_path / "haproxy.cfg").write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))
+    arguments = rewritten_arguments(["-f", str(tmp_path / "haproxy.cfg")], waiting)
+    check = subprocess.run([ingress.real_haproxy(), "-c", "-f", arguments[1]], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
