@@ -37,19 +37,24 @@ def test_a_full_queue_answers_503_with_retry_after_and_serves_the_rest(small_que
             assert answer["outputs"][0]["shape"] == [1, 10]
 
 
+def _flood_a_fresh_server(artifact, tmp_path, *flags: str, env: dict[str, str] | None = None) -> list:
+    """200 one-row requests from 48 clients at once against a new server that takes 2 at a time per replica."""
+    server = start_server([artifact], tmp_path / "server.log", "--max-ongoing-requests", "2", "--max-batch-size", "1",
+                          "--cache-max-bytes", "0", *flags, env=env)
+    try:
+        rows = np.random.default_rng(1).random((200, 64), dtype=np.float32)
+        return post_all_with_headers(f"{server.url}/v2/models/digits/infer",
+                                     [infer_body(rows[i : i + 1]) for i in range(len(rows))], 48)
+    finally:
+        stop_server(server)
+
+
 def test_requests_beyond_the_ingress_queue_are_refused_by_haproxy_in_json(digits_artifact, tmp_path):
     """Admission at the ingress (serve/ingress.py): 2 in flight per replica, 1 queued, the rest refused by HAProxy
     itself with the reject status, Retry-After and a JSON error, without reaching the replica. Ray's own
     per-replica queue is made roomy (8) so that every refusal here is the ingress's."""
-    server = start_server([digits_artifact], tmp_path / "server.log", "--max-ongoing-requests", "2",
-                          "--max-batch-size", "1", "--ingress-queue-per-replica", "1", "--reject-status", "429",
-                          "--max-queued-requests", "8", "--cache-max-bytes", "0")
-    try:
-        rows = np.random.default_rng(2).random((200, 64), dtype=np.float32)
-        answers = post_all_with_headers(f"{server.url}/v2/models/digits/infer",
-                                        [infer_body(rows[i : i + 1]) for i in range(len(rows))], 48)
-    finally:
-        stop_server(server)
+    answers = _flood_a_fresh_server(digits_artifact, tmp_path, "--ingress-queue-per-replica", "1",
+                                    "--reject-status", "429", "--max-queued-requests", "8")
     statuses = Counter(status for status, _, _ in answers)
     assert len(answers) == 200 and set(statuses) <= {200, 429} and statuses[200] > 0, statuses
     refused = [(headers, answer) for status, headers, answer in answers if status == 429]
@@ -62,15 +67,8 @@ def test_requests_beyond_the_ingress_queue_are_refused_by_haproxy_in_json(digits
 def test_requests_beyond_the_replica_queue_are_refused_before_the_handler(digits_artifact, tmp_path):
     """max_queued_requests: Ray answers at once, so overload cannot build an unbounded queue. Ingress admission
     is off here; with it, the replica never holds more than max_ongoing_requests (the test above)."""
-    server = start_server([digits_artifact], tmp_path / "server.log", "--max-ongoing-requests", "2",
-                          "--max-batch-size", "1", "--max-queued-requests", "1", "--cache-max-bytes", "0",
-                          env={"OPTISERVE_INGRESS_ADMISSION": "false"})
-    try:
-        rows = np.random.default_rng(1).random((200, 64), dtype=np.float32)
-        answers = post_all_with_headers(f"{server.url}/v2/models/digits/infer",
-                                        [infer_body(rows[i : i + 1]) for i in range(len(rows))], 48)
-    finally:
-        stop_server(server)
+    answers = _flood_a_fresh_server(digits_artifact, tmp_path, "--max-queued-requests", "1",
+                                    env={"OPTISERVE_INGRESS_ADMISSION": "false"})
     statuses = Counter(status for status, _, _ in answers)
     assert len(answers) == 200 and set(statuses) <= {200, 503} and statuses[200] > 0, statuses
     assert any("dropped due to backpressure" in answer.get("text", "") for _, _, answer in answers), statuses
