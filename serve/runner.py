@@ -65,6 +65,9 @@ def start(
     from serve.builders import RootAppArgs, build_model_app, root_app
 
     served = load_repository(paths)
+    if settings.ingress == "haproxy" and settings.ingress_admission and not os.access(ingress.shim_path(), os.X_OK):
+        raise ValueError(f"ingress admission needs the {ingress.SHIM_COMMAND} command at {ingress.shim_path()}: "
+                         "reinstall optiserve (pip install -e .), or set OPTISERVE_INGRESS_ADMISSION=false")
     os.environ.update(ray_serve_environment(settings, tuple(version.app_name for version in served)))
     if "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT" not in os.environ:
         os.environ.update(own_ports_environment(free_port_block(settings.port)))
@@ -100,10 +103,10 @@ REPLICA_PORT_BLOCKS = range(20_000, 30_000, REPLICA_PORT_BLOCK)  # below Linux's
 def free_port_block(http_port: int) -> tuple[int, int]:
     """[first, end) of REPLICA_PORT_BLOCK ports that nothing listens on, for this server's replicas and proxy.
 
-    Ray Serve's replicas listen with SO_REUSEPORT, from port 30000 up in every Ray instance, and its fallback
-    proxy on 8500. Two embedded servers on one host can then listen on the same port, and the kernel splits
-    one server's requests between both servers (seen in the tests: one server answered with the other's
-    settings).
+    Every Ray instance puts its fallback proxy on port 8500, listening with SO_REUSEPORT, and gives its
+    replicas ports from 30000 up. Two embedded servers on one host then shared the fallback proxy's port, and
+    the kernel split connections between the two servers (seen in the tests: one server answered with the
+    other's settings).
     The search starts at a block chosen by the server's own HTTP port, so servers starting together spread.
     """
     blocks = list(REPLICA_PORT_BLOCKS)

@@ -3,11 +3,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from serve import ingress
-from serve.ingress import AdmissionPolicy, apps_with_replicas, rewrite_config, rewritten_arguments
+from serve.ingress import AdmissionPolicy, apps_with_replicas, config_path, rewrite_config, rewrite_in_place
 
 POLICY = AdmissionPolicy(replica_maxconn=128, queue_per_replica=64, queue_timeout_ms=2500, reject_status=429)
 
@@ -25,6 +26,11 @@ defaults
     errorfile 503 {dir}/500.http
     errorfile 504 {dir}/500.http
     balance leastconn
+frontend prometheus
+    bind :9101
+    mode http
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+    no log
 frontend http_frontend
     bind 127.0.0.1:{port}
     acl routes path -i /-/routes
@@ -67,19 +73,25 @@ def _section(config: str, header: str) -> list[str]:
 
 @pytest.fixture
 def rewritten(tmp_path):
+    """(directory, rewritten configuration text): Ray's file rewritten where it lies."""
     (tmp_path / "haproxy.cfg").write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))
-    arguments = rewritten_arguments(["-db", "-f", str(tmp_path / "haproxy.cfg"), "-sf", "123"], POLICY)
-    return tmp_path, arguments
+    rewrite_in_place(tmp_path / "haproxy.cfg", POLICY)
+    return tmp_path, (tmp_path / "haproxy.cfg").read_text()
 
 
-def test_the_arguments_point_haproxy_at_the_rewritten_file_and_keep_the_rest(rewritten):
-    directory, arguments = rewritten
-    assert arguments == ["-db", "-f", str(directory / ingress.REWRITTEN_NAME), "-sf", "123"]
+def test_the_file_is_rewritten_once_even_if_the_command_runs_again_on_it(rewritten):
+    directory, config = rewritten
+    assert config.startswith(ingress.REWRITTEN_HEADER) and config.count("maxconn 128") == 2
+    rewrite_in_place(directory / "haproxy.cfg", POLICY)
+    assert (directory / "haproxy.cfg").read_text() == config
+
+
+def test_the_config_file_is_found_in_haproxys_arguments():
+    assert config_path(["-db", "-f", "/x/haproxy.cfg", "-sf", "123", "-x", "/x/admin.sock"]) == Path("/x/haproxy.cfg")
 
 
 def test_model_replicas_get_the_connection_cap_and_the_root_app_does_not(rewritten):
-    directory, _ = rewritten
-    config = (directory / ingress.REWRITTEN_NAME).read_text()
+    _, config = rewritten
     digits = _section(config, "backend http-digits")
     replicas = [line for line in digits if "SERVE_REPLICA_" in line]
     assert len(replicas) == 2 and all(line.endswith(" maxconn 128") for line in replicas)
@@ -88,21 +100,21 @@ def test_model_replicas_get_the_connection_cap_and_the_root_app_does_not(rewritt
 
 
 def test_a_model_backend_refuses_past_its_queue_with_json_and_retry_after(rewritten):
-    directory, _ = rewritten
-    digits = _section((directory / ingress.REWRITTEN_NAME).read_text(), "backend http-digits")
+    _, config = rewritten
+    digits = _section(config, "backend http-digits")
     assert [line.strip() for line in digits if "timeout queue" in line] == ["timeout queue 2500ms"]
     assert "    http-request set-var(txn.optiserve_queue_limit) nbsrv,mul(64)" in digits
     (refusal,) = [line for line in digits if "http-request return" in line]
     assert refusal.startswith("    http-request return status 429 content-type application/json hdr Retry-After 1 ")
-    assert refusal.endswith(" if { queue,sub(txn.optiserve_queue_limit) ge 0 }")
+    assert refusal.endswith(" if METH_POST { nbsrv ge 1 } { queue,sub(txn.optiserve_queue_limit) ge 0 }")
     quoted = refusal.split(" string ", 1)[1].rsplit(" if ", 1)[0]
     message = json.loads(json.loads(quoted))["error"]  # HAProxy's "..." with \" escapes reads as a JSON string
     assert "server busy" in message and "'digits'" in message
 
 
 def test_haproxy_errors_are_json_pages_instead_of_rays_plain_500(rewritten):
-    directory, _ = rewritten
-    defaults = _section((directory / ingress.REWRITTEN_NAME).read_text(), "defaults")
+    _, config = rewritten
+    defaults = _section(config, "defaults")
     pages = {int(line.split()[1]): line.split()[2] for line in defaults if line.strip().startswith("errorfile")}
     assert sorted(pages) == [502, 503, 504] and "500.http" not in "".join(pages.values())
     for status, path in pages.items():
@@ -114,8 +126,8 @@ def test_haproxy_errors_are_json_pages_instead_of_rays_plain_500(rewritten):
 
 
 def test_unknown_paths_still_get_404_once_routes_exist(rewritten):
-    directory, _ = rewritten
-    (line,) = _section((directory / ingress.REWRITTEN_NAME).read_text(), "backend default_backend")
+    _, config = rewritten
+    (line,) = _section(config, "backend default_backend")
     assert "return status 404" in line
 
 
@@ -126,8 +138,9 @@ def test_before_any_route_exists_the_ingress_answers_503_with_retry_after_instea
 
 
 def test_haproxy_accepts_the_rewritten_configuration(rewritten):
-    directory, arguments = rewritten
-    check = subprocess.run([ingress.real_haproxy(), "-c", "-f", arguments[2]], capture_output=True, text=True)
+    directory, _ = rewritten
+    check = subprocess.run([ingress.real_haproxy(), "-c", "-f", str(directory / "haproxy.cfg")],
+                           capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -137,7 +150,7 @@ def test_the_command_rewrites_then_runs_haproxy_in_its_place(tmp_path):
     check = subprocess.run([sys.executable, "-c", "from serve.ingress import main; main()", "-c", "-f",
                             str(tmp_path / "haproxy.cfg")], env=environment, capture_output=True, text=True)
     assert check.returncode == 0 and "Configuration file is valid" in check.stdout + check.stderr, check.stderr
-    assert "maxconn 128" in (tmp_path / ingress.REWRITTEN_NAME).read_text()
+    assert "maxconn 128" in (tmp_path / "haproxy.cfg").read_text()
 
 
 def test_the_command_fails_loudly_without_its_policy(tmp_path):
@@ -163,6 +176,10 @@ def test_the_policy_round_trips_through_the_environment():
     ("maxconn=1", "expected a JSON object with the fields"),
     ('{"replica_maxconn": 1, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503, '
      '"listen_after_apps": [3]}', "listen_after_apps must be application names"),
+    ('{"replica_maxconn": 1, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503, '
+     '"listen_after_apps": "digits"}', "listen_after_apps must be application names"),
+    ('{"replica_maxconn": true, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503}',
+     "replica_maxconn must be a positive integer"),
 ])
 def test_a_bad_policy_says_what_was_expected(text, expected):
     with pytest.raises(ValueError, match=expected):
@@ -171,13 +188,13 @@ def test_a_bad_policy_says_what_was_expected(text, expected):
 
 def test_arguments_without_a_config_file_are_refused():
     with pytest.raises(ValueError, match="expected HAProxy's arguments with '-f <config file>'"):
-        rewritten_arguments(["-db"], POLICY)
+        config_path(["-db", "-f"])
 
 
-def _frontend_bind(directory) -> str:
-    (line,) = [line for line in _section((directory / ingress.REWRITTEN_NAME).read_text(),
-                                         "frontend http_frontend") if line.strip().startswith("bind ")]
-    return line.strip()
+def _frontend_disabled(directory) -> bool:
+    frontend = _section((directory / "haproxy.cfg").read_text(), "frontend http_frontend")
+    assert "    bind 127.0.0.1:8000" in frontend
+    return any(line.strip().startswith("disabled") for line in frontend)
 
 
 def test_apps_with_replicas_reads_the_backends():
@@ -189,23 +206,25 @@ def test_the_port_stays_closed_until_every_named_app_has_a_replica_then_stays_op
     waiting = AdmissionPolicy(128, 64, 2500, 503, listen_after_apps=("digits", "minilm"))
     source = tmp_path / "haproxy.cfg"
     source.write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))
-    rewritten_arguments(["-f", str(source)], waiting)
-    assert _frontend_bind(tmp_path) == f"bind unix@{tmp_path / ingress.CLOSED_SOCKET}"  # minilm has no replica
+    rewrite_in_place(source, waiting)
+    assert _frontend_disabled(tmp_path)  # minilm has no replica yet
 
     with_minilm = RAY_CONFIG.replace("backend http-optiserve", "backend http-minilm\n"
                                      "    server SERVE_REPLICA_minilm-x 127.0.0.1:30009 check\nbackend http-optiserve")
     source.write_text(with_minilm.format(dir=tmp_path, port=8000))
-    rewritten_arguments(["-f", str(source)], waiting)
-    assert _frontend_bind(tmp_path) == "bind 127.0.0.1:8000"
+    rewrite_in_place(source, waiting)
+    assert not _frontend_disabled(tmp_path)
 
     source.write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))  # minilm's replicas all gone: stays open
-    rewritten_arguments(["-f", str(source)], waiting)
-    assert _frontend_bind(tmp_path) == "bind 127.0.0.1:8000"
+    rewrite_in_place(source, waiting)
+    assert not _frontend_disabled(tmp_path)
 
 
 def test_haproxy_accepts_the_closed_frontend(tmp_path):
     waiting = AdmissionPolicy(128, 64, 2500, 503, listen_after_apps=("minilm",))
     (tmp_path / "haproxy.cfg").write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))
-    arguments = rewritten_arguments(["-f", str(tmp_path / "haproxy.cfg")], waiting)
-    check = subprocess.run([ingress.real_haproxy(), "-c", "-f", arguments[1]], capture_output=True, text=True)
+    rewrite_in_place(tmp_path / "haproxy.cfg", waiting)
+    assert _frontend_disabled(tmp_path)
+    check = subprocess.run([ingress.real_haproxy(), "-c", "-f", str(tmp_path / "haproxy.cfg")],
+                           capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
