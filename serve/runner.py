@@ -65,6 +65,7 @@ def start(
     from serve.builders import RootAppArgs, build_model_app, root_app
 
     served = load_repository(paths)
+    _check_port_free(settings.host, settings.port)
     if settings.ingress == "haproxy" and settings.ingress_admission and not os.access(ingress.shim_path(), os.X_OK):
         raise ValueError(f"ingress admission needs the {ingress.SHIM_COMMAND} command at {ingress.shim_path()}: "
                          "reinstall optiserve (pip install -e .), or set OPTISERVE_INGRESS_ADMISSION=false")
@@ -116,6 +117,18 @@ def free_port_block(http_port: int) -> tuple[int, int]:
             return first, first + REPLICA_PORT_BLOCK
     raise RuntimeError(f"no {REPLICA_PORT_BLOCK} free ports in a row between {blocks[0]} and "
                        f"{blocks[-1] + REPLICA_PORT_BLOCK} for the replicas")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before Ray starts if the HTTP port is taken: the ingress binds it only once the models have replicas,
+    and a failed bind there would only show in Ray's logs."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as HAProxy binds: TIME_WAIT does not count
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ValueError(f"cannot listen on {host}:{port} ({error.strerror}): expected a free port "
+                             "(--port)") from None
 
 
 def own_ports_environment(block: tuple[int, int]) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The `optiserve` command refuses bad artifacts and settings before starting anything."""
 
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -32,3 +33,12 @@ def test_serve_refuses_settings_that_keep_batches_small(digits_artifact, monkeyp
 def test_serve_refuses_a_directory_without_artifacts(tmp_path):
     result = run_cli("serve", str(tmp_path))
     assert result.returncode == 2 and "expected an artifact directory (manifest.json) or a repository" in result.stderr
+
+
+def test_serve_refuses_a_port_that_is_taken_before_starting_ray(digits_artifact):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_cli("serve", str(digits_artifact), "--port", str(taken.getsockname()[1]))
+    assert result.returncode == 2
+    assert "cannot listen on 127.0.0.1:" in result.stderr and "expected a free port" in result.stderr

@@ -228,3 +228,42 @@ def test_haproxy_accepts_the_closed_frontend(tmp_path):
     check = subprocess.run([ingress.real_haproxy(), "-c", "-f", str(tmp_path / "haproxy.cfg")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _rays_own_config(directory: Path, digits_servers: int) -> Path:
+    """What Ray Serve 2.60 itself writes for the root app and a digits model (its private config generator:
+    this test exists to catch a Ray upgrade that changes the lines the rewrite relies on)."""
+    from ray.serve._private.haproxy import BackendConfig, HAProxyApi, HAProxyConfig, ServerConfig
+
+    def backend(app: str, prefix: str, servers: int, port: int) -> BackendConfig:
+        return BackendConfig(name=f"http-{app}", path_prefix=prefix, app_name=app, servers=[
+            ServerConfig(name=f"SERVE_REPLICA_{app}-{i}", host="127.0.0.1", port=port + i) for i in range(servers)])
+
+    config = HAProxyConfig(socket_path=str(directory / "admin.sock"), server_state_base=str(directory),
+                           server_state_file=str(directory / "state"))
+    backends = {"optiserve": backend("optiserve", "/", 1, 30000),
+                "digits": backend("digits", "/v2/models/digits", digits_servers, 30001)}
+    HAProxyApi(cfg=config, backend_configs=backends,
+               config_file_path=str(directory / "haproxy.cfg"))._generate_config_file_internal()
+    return directory / "haproxy.cfg"
+
+
+def test_the_rewrite_finds_what_it_needs_in_the_configuration_ray_writes(tmp_path):
+    path = _rays_own_config(tmp_path, digits_servers=2)
+    assert apps_with_replicas(path.read_text()) == {"digits", "optiserve"}
+    rewrite_in_place(path, AdmissionPolicy(128, 64, 2500, 503, listen_after_apps=("digits",)))
+    config = path.read_text()
+    digits = _section(config, "backend http-digits")
+    assert sum(line.endswith(" maxconn 128") for line in digits) == 2
+    assert any("nbsrv,mul(64)" in line for line in digits) and "    timeout queue 2500ms" in digits
+    assert not any("maxconn" in line for line in _section(config, "backend http-optiserve"))
+    assert "500.http" not in config and "optiserve-503.http" in config
+    assert not any(line.strip().startswith("disabled") for line in _section(config, "frontend http_frontend"))
+    check = subprocess.run([ingress.real_haproxy(), "-c", "-f", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_rays_configuration_without_a_digits_replica_keeps_the_port_closed(tmp_path):
+    path = _rays_own_config(tmp_path, digits_servers=0)
+    rewrite_in_place(path, AdmissionPolicy(128, 64, 2500, 503, listen_after_apps=("digits",)))
+    assert any(line.strip().startswith("disabled") for line in _section(path.read_text(), "frontend http_frontend"))
