@@ -38,6 +38,7 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 POLICY_VARIABLE = "OPTISERVE_HAPROXY_ADMISSION"
 SHIM_COMMAND = "optiserve-haproxy"
@@ -147,15 +148,20 @@ def _model_admission(backend: str, policy: AdmissionPolicy) -> list[str]:
     ]
 
 
+def _sectioned(lines: list[str]) -> Iterator[tuple[tuple[str, str], str, bool]]:
+    """Each line with its section's (kind, name), e.g. ("backend", "http-digits"), and whether it opens it."""
+    section = ("", "")
+    for line in lines:
+        opens = _SECTION.match(line)
+        if opens:
+            section = (opens.group(1), opens.group(3) or "")
+        yield section, line, bool(opens)
+
+
 def apps_with_replicas(config: str) -> set[str]:
     """Applications whose backend in `config` lists at least one replica."""
-    apps, backend = set(), ""
-    for line in config.splitlines():
-        if match := _SECTION.match(line):
-            backend = (match.group(3) or "") if match.group(1) == "backend" else ""
-        elif backend.startswith("http-") and line.strip().startswith("server SERVE_REPLICA_"):
-            apps.add(backend.removeprefix("http-"))
-    return apps
+    return {name.removeprefix("http-") for (kind, name), line, _ in _sectioned(config.splitlines())
+            if kind == "backend" and name.startswith("http-") and line.strip().startswith("server SERVE_REPLICA_")}
 
 
 def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, Path], closed: bool = False) -> str:
@@ -167,10 +173,8 @@ def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, 
     model_backends = {match.group(1) for line in lines if (match := _MODEL_ACL.match(line))}
     has_routes = any(line.strip().startswith("use_backend ") for line in lines)
     out: list[str] = [REWRITTEN_HEADER]
-    section = ("", "")
-    for line in lines:
-        if match := _SECTION.match(line):
-            section = (match.group(1), match.group(3) or "")
+    for section, line, opens in _sectioned(lines):
+        if opens:
             out.append(line)
             if section[0] == "defaults":
                 out += [f"    errorfile {status} {path}" for status, path in sorted(error_pages.items())]

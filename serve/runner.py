@@ -66,10 +66,12 @@ def start(
 
     served = load_repository(paths)
     _check_port_free(settings.host, settings.port)
-    if settings.ingress == "haproxy" and settings.ingress_admission and not os.access(ingress.shim_path(), os.X_OK):
-        raise ValueError(f"ingress admission needs the {ingress.SHIM_COMMAND} command at {ingress.shim_path()}: "
+    environment = ray_serve_environment(settings, tuple(version.app_name for version in served))
+    shim = environment.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if shim is not None and not os.access(shim, os.X_OK):
+        raise ValueError(f"ingress admission needs the {ingress.SHIM_COMMAND} command at {shim}: "
                          "reinstall optiserve (pip install -e .), or set OPTISERVE_INGRESS_ADMISSION=false")
-    os.environ.update(ray_serve_environment(settings, tuple(version.app_name for version in served)))
+    os.environ.update(environment)
     if "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT" not in os.environ:
         os.environ.update(own_ports_environment(free_port_block(settings.port)))
     ray.init(
@@ -113,7 +115,8 @@ def free_port_block(http_port: int) -> tuple[int, int]:
     blocks = list(REPLICA_PORT_BLOCKS)
     start = http_port % len(blocks)
     for first in blocks[start:] + blocks[:start]:
-        if all(_nothing_listens(port) for port in range(first, first + REPLICA_PORT_BLOCK)):
+        # no SO_REUSEADDR: a bind fails where anything listens, a replica or Ray's fallback proxy
+        if not any(_bind_error("127.0.0.1", port) for port in range(first, first + REPLICA_PORT_BLOCK)):
             return first, first + REPLICA_PORT_BLOCK
     raise RuntimeError(f"no {REPLICA_PORT_BLOCK} free ports in a row between {blocks[0]} and "
                        f"{blocks[-1] + REPLICA_PORT_BLOCK} for the replicas")
@@ -122,13 +125,9 @@ def free_port_block(http_port: int) -> tuple[int, int]:
 def _check_port_free(host: str, port: int) -> None:
     """Fail before Ray starts if the HTTP port is taken: the ingress binds it only once the models have replicas,
     and a failed bind there would only show in Ray's logs."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as HAProxy binds: TIME_WAIT does not count
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise ValueError(f"cannot listen on {host}:{port} ({error.strerror}): expected a free port "
-                             "(--port)") from None
+    error = _bind_error(host, port, reuse_address=True)  # as HAProxy binds: TIME_WAIT does not count
+    if error is not None:
+        raise ValueError(f"cannot listen on {host}:{port} ({error.strerror}): expected a free port (--port)")
 
 
 def own_ports_environment(block: tuple[int, int]) -> dict[str, str]:
@@ -143,13 +142,16 @@ def own_ports_environment(block: tuple[int, int]) -> dict[str, str]:
     }
 
 
-def _nothing_listens(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def _bind_error(host: str, port: int, reuse_address: bool = False) -> OSError | None:
+    """Why binding `host:port` fails now (None: it would succeed); the probe socket is closed at once."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if reuse_address:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", port))  # no SO_REUSEPORT: fails where a replica (or anything) listens
-        except OSError:
-            return False
-    return True
+            probe.bind((host, port))
+        except OSError as error:
+            return error
+    return None
 
 
 def _routes_url(settings: ServeSettings) -> str:

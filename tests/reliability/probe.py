@@ -8,12 +8,13 @@ all the time, so what it times is the server's answer. Bounded in count and time
 from __future__ import annotations
 
 import http.client
-import json
 import threading
 import time
 from urllib.parse import urlsplit
 
 import numpy as np
+
+from loadtests.inputs import digits_body, random_digits
 
 NO_ANSWER = 0  # status recorded when the connection failed instead of answering
 
@@ -27,9 +28,7 @@ class Probe:
         assert parts.hostname in ("127.0.0.1", "::1", "localhost"), f"loopback only, got {url}"
         self.host, self.port, self.path, self.max_s = parts.hostname, parts.port, path, max_s
         self.interval_s, self.clients = 1 / per_client_rps, clients
-        image = np.random.default_rng(7).random(64).round(4).tolist()
-        self.body = json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
-                                            "data": image}]}).encode()
+        self.body = digits_body(random_digits(np.random.default_rng(7), 1))
         self._stop = threading.Event()
         self._rows: list[tuple[float, int, float]] = []
         self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
