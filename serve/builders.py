@@ -47,7 +47,7 @@ def build_model_app(
         # a GPU-target artifact asks Ray for a GPU where this node has one (OPTISERVE_REPLICA_GPUS overrides)
         ray_actor_options={"num_cpus": settings.replica_cpus,
                            "num_gpus": replica_gpus(manifest.target, settings.replica_gpus, gpu_present())},
-        logging_config={"enable_access_log": settings.access_log},
+        logging_config={"enable_access_log": settings.access_log, "log_level": settings.replica_ray_log_level},
         user_config=settings.runtime_config.model_dump(),
     ).bind(str(Path(artifact_dir).resolve()), settings, list(versions or [manifest.version]))
 

@@ -147,9 +147,26 @@ class ServeSettings(BaseSettings):
     max_body_bytes: int = Field(32 << 20, ge=1024, description="largest request body; larger ones get 413")
     max_elements: int = Field(1 << 23, ge=1, description="most tensor elements one request may declare (413 above)")
     access_log: bool = Field(False, description="log every request in the replica logs (costs throughput)")
+    replica_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        None, description="level of Ray Serve's own logger (ray.serve) in model replicas. Default: INFO with "
+        "access_log, else WARNING: at INFO Ray builds an access-log record for every request and only then drops "
+        "it, about 4% of a replica's event loop per digits request (docs/BENCHMARKS.md). optiserve's own loggers "
+        "are not affected",
+    )
     metrics_report_interval_ms: int = Field(
         2000, ge=100, description="how often replicas push metrics to Ray's metrics agent"
     )
+
+    @property
+    def replica_ray_log_level(self) -> str:
+        return self.replica_log_level or ("INFO" if self.access_log else "WARNING")
+
+    @model_validator(mode="after")
+    def _access_log_is_logged(self) -> "ServeSettings":
+        if self.access_log and self.replica_log_level in ("WARNING", "ERROR"):
+            raise ValueError(f"access_log writes at INFO: expected replica_log_level DEBUG or INFO (or unset) with "
+                             f"it, got {self.replica_log_level}")
+        return self
 
     @model_validator(mode="after")
     def _concurrency_admits_full_batches(self) -> "ServeSettings":

@@ -11,6 +11,7 @@ float rounding (or the manifest's batch_deviation for dynamic int8).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -36,6 +37,9 @@ class TextEncoder:
                  token_multiple: int = 1) -> None:
         """token_multiple: pad each call's token axis up to a multiple of it (never past max_length), so that
         calls come in few shapes (CUDA graphs are captured per shape)."""
+        # encode_batch in this (the replica's) thread: tokenizers' own thread pool keeps its threads spinning
+        # after each batch, CPU the model needs where replicas = cores (docs/BENCHMARKS.md)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self._spec = spec
         self._budget = token_budget
         self.pad_tokens_to_multiple_of(token_multiple)

@@ -18,3 +18,14 @@ def test_default_replica_concurrency_admits_several_full_batches():
 def test_settings_read_environment(monkeypatch):
     monkeypatch.setenv("OPTISERVE_MAX_BATCH_SIZE", "8")
     assert ServeSettings().max_batch_size == 8
+
+
+def test_rays_replica_logger_is_quiet_unless_requests_are_logged():
+    assert ServeSettings().replica_ray_log_level == "WARNING"
+    assert ServeSettings(access_log=True).replica_ray_log_level == "INFO"
+    assert ServeSettings(replica_log_level="DEBUG").replica_ray_log_level == "DEBUG"
+
+
+def test_an_access_log_below_the_replica_log_level_is_refused():
+    with pytest.raises(ValidationError, match="access_log writes at INFO: expected replica_log_level DEBUG or INFO"):
+        ServeSettings(access_log=True, replica_log_level="WARNING")

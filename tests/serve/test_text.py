@@ -1,5 +1,7 @@
 """Tokenizing in the replica: length-sorted groups within a token budget, answers back in request order."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -95,3 +97,12 @@ def test_the_token_multiple_can_be_turned_off_for_the_next_calls(tokenizer_dir):
     assert encoder.encode(SENTENCES[:3])["input_ids"].shape == plain["input_ids"].shape
     with pytest.raises(ValueError, match="at least 1"):
         encoder.pad_tokens_to_multiple_of(0)
+
+
+def test_tokenizing_stays_in_the_calling_thread_unless_the_user_chose(tokenizer_dir, monkeypatch):
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    encoder(tokenizer_dir, 1)
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    encoder(tokenizer_dir, 1)
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
