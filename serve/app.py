@@ -32,6 +32,7 @@ from serve.protocol import (
     requested_outputs, requested_timeout_ms,
 )
 from serve.settings import RuntimeConfig, ServeSettings
+from serve.text import tokenize_in_calling_thread
 from serve.shared_cache import RedisTier
 
 CACHE_HEADER = "X-Optiserve-Cache"  # hit, coalesced, miss, or off: where an answer came from
@@ -141,6 +142,8 @@ class ModelServer:
 
     def __init__(self, artifact_dir: str, settings: ServeSettings, versions: "list[str] | None" = None) -> None:
         self._model = load_model(Path(artifact_dir), settings.intra_op_threads, settings)
+        if self._model.manifest.text_input is not None:
+            tokenize_in_calling_thread(on_gpu=not self._model.on_cpu)
         self._versions = versions or [self._model.manifest.version]
         self._token = settings.auth_token.get_secret_value() if settings.auth_token else None
         self._max_body_bytes = settings.max_body_bytes

@@ -19,9 +19,7 @@ same arguments). The rewrite:
 - with `listen_after_apps` (the embedded server names its model apps), keeps the HTTP frontend disabled
   (its port closed) until each of them has a replica, so that a starting server refuses connections
   instead of answering errors. Once open, it stays open (a marker file next to the configuration), even
-  if every replica of a model dies;
-- without `access_log`, drops Ray's global syslog target, which gets an access-log line per request
-  (optiserve's access_log setting, off by default, as in the replicas).
+  if every replica of a model dies.
 
 Each HAProxy applies the caps on its own: on a cluster with an ingress on several nodes, a replica may
 hold that many requests from each.
@@ -57,8 +55,6 @@ class AdmissionPolicy:
     queue_timeout_ms: int  # longest a request waits in HAProxy's queue
     reject_status: int  # answer to a refused request (503 or 429), with Retry-After
     listen_after_apps: tuple[str, ...] = ()  # keep the HTTP port closed until each of these apps has a replica
-    # Ray's global syslog target (127.0.0.1:514) gets a line per request; False drops it, like the replicas'
-    access_log: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.listen_after_apps, tuple) or not all(
@@ -69,8 +65,6 @@ class AdmissionPolicy:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{POLICY_VARIABLE}: {name} must be a positive integer, got {value!r}")
-        if not isinstance(self.access_log, bool):
-            raise ValueError(f"{POLICY_VARIABLE}: access_log must be true or false, got {self.access_log!r}")
         if self.reject_status not in (429, 503):
             raise ValueError(f"{POLICY_VARIABLE}: reject_status must be 429 or 503, got {self.reject_status}")
 
@@ -190,8 +184,6 @@ def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, 
                 out.append("    disabled  # optiserve: until every model has a replica")
             continue
         stripped = line.strip()
-        if section[0] == "global" and stripped.startswith("log ") and not policy.access_log:
-            continue  # the access log's target: without it `log global` logs nothing (metrics keep their socket)
         if section[0] == "defaults" and stripped.startswith("errorfile "):
             continue  # Ray's plain-text 500 page, replaced above
         if section == ("backend", "default_backend") and stripped.startswith("http-request return status 404"):

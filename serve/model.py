@@ -21,7 +21,10 @@ from serve.providers import CPU, TENSORRT, choose_providers, gpu_present, tensor
 from serve.settings import ServeSettings
 from serve.text import TextEncoder, choose_token_budget
 
-logger = logging.getLogger("ray.serve")
+# Under Ray's `ray.serve` logger, whose handlers write the replica logs; at INFO of its own, since model replicas run
+# `ray.serve` itself at WARNING (ServeSettings.replica_log_level): the runtime each model got stays in the log.
+logger = logging.getLogger("ray.serve.optiserve")
+logger.setLevel(logging.INFO)
 
 
 def load_model(artifact_dir: Path, intra_op_threads: int = 1, settings: ServeSettings | None = None):

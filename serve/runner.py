@@ -44,7 +44,6 @@ def ray_serve_environment(settings: ServeSettings, apps: tuple[str, ...] = ()) -
                 queue_timeout_ms=max(1, round(settings.request_timeout_ms)),
                 reject_status=settings.reject_status,
                 listen_after_apps=tuple(apps),
-                access_log=settings.access_log,
             ).to_environment()
     return environment
 

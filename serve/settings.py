@@ -146,12 +146,14 @@ class ServeSettings(BaseSettings):
     )
     max_body_bytes: int = Field(32 << 20, ge=1024, description="largest request body; larger ones get 413")
     max_elements: int = Field(1 << 23, ge=1, description="most tensor elements one request may declare (413 above)")
-    access_log: bool = Field(False, description="log every request in the replica logs (costs throughput)")
+    access_log: bool = Field(False, description="log every request in the replica logs (costs throughput); also "
+                             "raises Ray's replica logger to INFO unless replica_log_level says otherwise")
     replica_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         None, description="level of Ray Serve's own logger (ray.serve) in model replicas. Default: INFO with "
         "access_log, else WARNING: at INFO Ray builds an access-log record for every request and only then drops "
-        "it, about 4% of a replica's event loop per digits request (docs/BENCHMARKS.md). optiserve's own loggers "
-        "are not affected",
+        "it, about 4% of a replica's event loop per digits request (docs/BENCHMARKS.md). Ray's own INFO lines "
+        "(replica start and stop) leave the replica logs; optiserve's (the runtime each model got) stay. With "
+        "RAY_SERVE_LOG_TO_STDERR=0, Ray routes print and stderr through this logger at INFO: set INFO then",
     )
     metrics_report_interval_ms: int = Field(
         2000, ge=100, description="how often replicas push metrics to Ray's metrics agent"

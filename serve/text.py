@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, MutableMapping
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -32,14 +32,22 @@ def choose_token_budget(configured: int | None, on_gpu: bool) -> int:
     return configured or (GPU_TOKEN_BUDGET if on_gpu else CPU_TOKEN_BUDGET)
 
 
+def tokenize_in_calling_thread(on_gpu: bool, environ: MutableMapping[str, str] = os.environ) -> None:
+    """On a CPU, tokenizers' encode_batch runs in the caller's thread (unless TOKENIZERS_PARALLELISM is set).
+
+    Its own thread pool keeps its threads spinning after each batch: CPU the model needs where replicas =
+    cores (MiniLM at 8 concurrent clients: +2-7%, docs/BENCHMARKS.md). Tokenizers reads the variable at each
+    call. On a GPU whole batches are tokenized at once, where the pool may pay: left as it is (not measured).
+    """
+    if not on_gpu:
+        environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 class TextEncoder:
     def __init__(self, artifact_dir: Path, spec: TextInput, token_budget: int = CPU_TOKEN_BUDGET,
                  token_multiple: int = 1) -> None:
         """token_multiple: pad each call's token axis up to a multiple of it (never past max_length), so that
         calls come in few shapes (CUDA graphs are captured per shape)."""
-        # encode_batch in this (the replica's) thread: tokenizers' own thread pool keeps its threads spinning
-        # after each batch, CPU the model needs where replicas = cores (docs/BENCHMARKS.md)
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self._spec = spec
         self._budget = token_budget
         self.pad_tokens_to_multiple_of(token_multiple)

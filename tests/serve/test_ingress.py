@@ -163,7 +163,7 @@ def test_the_command_fails_loudly_without_its_policy(tmp_path):
 
 def test_the_policy_round_trips_through_the_environment():
     assert AdmissionPolicy.from_environment({ingress.POLICY_VARIABLE: POLICY.to_environment()}) == POLICY
-    waiting = AdmissionPolicy(1, 2, 3, 503, listen_after_apps=("digits", "minilm-v2"), access_log=True)
+    waiting = AdmissionPolicy(1, 2, 3, 503, listen_after_apps=("digits", "minilm-v2"))
     assert AdmissionPolicy.from_environment({ingress.POLICY_VARIABLE: waiting.to_environment()}) == waiting
 
 
@@ -180,8 +180,6 @@ def test_the_policy_round_trips_through_the_environment():
      '"listen_after_apps": "digits"}', "listen_after_apps must be application names"),
     ('{"replica_maxconn": true, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503}',
      "replica_maxconn must be a positive integer"),
-    ('{"replica_maxconn": 1, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503, '
-     '"access_log": "yes"}', "access_log must be true or false"),
 ])
 def test_a_bad_policy_says_what_was_expected(text, expected):
     with pytest.raises(ValueError, match=expected):
@@ -248,17 +246,6 @@ def _rays_own_config(directory: Path, digits_servers: int) -> Path:
     HAProxyApi(cfg=config, backend_configs=backends,
                config_file_path=str(directory / "haproxy.cfg"))._generate_config_file_internal()
     return directory / "haproxy.cfg"
-
-
-@pytest.mark.parametrize("access_log", [False, True])
-def test_rays_per_request_syslog_target_goes_unless_the_access_log_is_on(tmp_path, access_log):
-    path = _rays_own_config(tmp_path, digits_servers=1)
-    assert any(line.strip().startswith("log 127.0.0.1:514") for line in _section(path.read_text(), "global"))
-    rewrite_in_place(path, AdmissionPolicy(128, 64, 2500, 503, access_log=access_log))
-    targets = [line for line in _section(path.read_text(), "global") if line.strip().startswith("log ")]
-    assert bool(targets) == access_log
-    check = subprocess.run([ingress.real_haproxy(), "-c", "-f", str(path)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_the_rewrite_finds_what_it_needs_in_the_configuration_ray_writes(tmp_path):

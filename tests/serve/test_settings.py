@@ -20,7 +20,9 @@ def test_settings_read_environment(monkeypatch):
     assert ServeSettings().max_batch_size == 8
 
 
-def test_rays_replica_logger_is_quiet_unless_requests_are_logged():
+def test_rays_replica_logger_is_quiet_unless_requests_are_logged(monkeypatch):
+    monkeypatch.delenv("OPTISERVE_ACCESS_LOG", raising=False)
+    monkeypatch.delenv("OPTISERVE_REPLICA_LOG_LEVEL", raising=False)
     assert ServeSettings().replica_ray_log_level == "WARNING"
     assert ServeSettings(access_log=True).replica_ray_log_level == "INFO"
     assert ServeSettings(replica_log_level="DEBUG").replica_ray_log_level == "DEBUG"

@@ -1,12 +1,10 @@
 """Tokenizing in the replica: length-sorted groups within a token budget, answers back in request order."""
 
-import os
-
 import numpy as np
 import pytest
 
 from optimize.manifest import TextInput
-from serve.text import TextEncoder
+from serve.text import TextEncoder, tokenize_in_calling_thread
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +97,14 @@ def test_the_token_multiple_can_be_turned_off_for_the_next_calls(tokenizer_dir):
         encoder.pad_tokens_to_multiple_of(0)
 
 
-def test_tokenizing_stays_in_the_calling_thread_unless_the_user_chose(tokenizer_dir, monkeypatch):
-    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
-    encoder(tokenizer_dir, 1)
-    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
-    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
-    encoder(tokenizer_dir, 1)
-    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+
+def test_on_a_cpu_tokenizers_thread_pool_is_off_unless_the_user_chose():
+    environ: dict[str, str] = {}
+    tokenize_in_calling_thread(on_gpu=False, environ=environ)
+    assert environ == {"TOKENIZERS_PARALLELISM": "false"}
+    chosen = {"TOKENIZERS_PARALLELISM": "true"}
+    tokenize_in_calling_thread(on_gpu=False, environ=chosen)
+    assert chosen == {"TOKENIZERS_PARALLELISM": "true"}
+    on_gpu: dict[str, str] = {}
+    tokenize_in_calling_thread(on_gpu=True, environ=on_gpu)
+    assert on_gpu == {}
