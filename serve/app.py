@@ -32,8 +32,8 @@ from serve.protocol import (
     requested_outputs, requested_timeout_ms,
 )
 from serve.settings import RuntimeConfig, ServeSettings
-from serve.text import tokenize_in_calling_thread
 from serve.shared_cache import RedisTier
+from serve.text import tokenize_in_calling_thread
 
 CACHE_HEADER = "X-Optiserve-Cache"  # hit, coalesced, miss, or off: where an answer came from
 

@@ -83,7 +83,8 @@ class AdmissionPolicy:
             return cls(**{**fields, "listen_after_apps": tuple(apps) if isinstance(apps, list) else apps})
         except (TypeError, AttributeError, json.JSONDecodeError) as error:
             raise ValueError(f"{POLICY_VARIABLE}={text!r}: expected a JSON object with the fields "
-                             f"replica_maxconn, queue_per_replica, queue_timeout_ms, reject_status ({error})") from None
+                             f"replica_maxconn, queue_per_replica, queue_timeout_ms, reject_status, and optionally "
+                             f"listen_after_apps ({error})") from None
 
 
 def shim_path() -> str:

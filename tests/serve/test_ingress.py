@@ -64,6 +64,11 @@ RAY_CONFIG_NO_ROUTES = "\n".join(
 ) + "\n"
 
 
+def _assert_haproxy_accepts(path: Path) -> None:
+    check = subprocess.run([ingress.real_haproxy(), "-c", "-f", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def _section(config: str, header: str) -> list[str]:
     lines = config.splitlines()
     start = lines.index(header) + 1
@@ -139,9 +144,7 @@ def test_before_any_route_exists_the_ingress_answers_503_with_retry_after_instea
 
 def test_haproxy_accepts_the_rewritten_configuration(rewritten):
     directory, _ = rewritten
-    check = subprocess.run([ingress.real_haproxy(), "-c", "-f", str(directory / "haproxy.cfg")],
-                           capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    _assert_haproxy_accepts(directory / "haproxy.cfg")
 
 
 def test_the_command_rewrites_then_runs_haproxy_in_its_place(tmp_path):
@@ -191,10 +194,14 @@ def test_arguments_without_a_config_file_are_refused():
         config_path(["-db", "-f"])
 
 
+def _disables_frontend(config: str) -> bool:
+    return any(line.strip().startswith("disabled") for line in _section(config, "frontend http_frontend"))
+
+
 def _frontend_disabled(directory) -> bool:
-    frontend = _section((directory / "haproxy.cfg").read_text(), "frontend http_frontend")
-    assert "    bind 127.0.0.1:8000" in frontend
-    return any(line.strip().startswith("disabled") for line in frontend)
+    config = (directory / "haproxy.cfg").read_text()
+    assert "    bind 127.0.0.1:8000" in _section(config, "frontend http_frontend")
+    return _disables_frontend(config)
 
 
 def test_apps_with_replicas_reads_the_backends():
@@ -225,9 +232,7 @@ def test_haproxy_accepts_the_closed_frontend(tmp_path):
     (tmp_path / "haproxy.cfg").write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))
     rewrite_in_place(tmp_path / "haproxy.cfg", waiting)
     assert _frontend_disabled(tmp_path)
-    check = subprocess.run([ingress.real_haproxy(), "-c", "-f", str(tmp_path / "haproxy.cfg")],
-                           capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    _assert_haproxy_accepts(tmp_path / "haproxy.cfg")
 
 
 def _rays_own_config(directory: Path, digits_servers: int) -> Path:
@@ -258,12 +263,11 @@ def test_the_rewrite_finds_what_it_needs_in_the_configuration_ray_writes(tmp_pat
     assert any("nbsrv,mul(64)" in line for line in digits) and "    timeout queue 2500ms" in digits
     assert not any("maxconn" in line for line in _section(config, "backend http-optiserve"))
     assert "500.http" not in config and "optiserve-503.http" in config
-    assert not any(line.strip().startswith("disabled") for line in _section(config, "frontend http_frontend"))
-    check = subprocess.run([ingress.real_haproxy(), "-c", "-f", str(path)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert not _disables_frontend(config)
+    _assert_haproxy_accepts(path)
 
 
 def test_rays_configuration_without_a_digits_replica_keeps_the_port_closed(tmp_path):
     path = _rays_own_config(tmp_path, digits_servers=0)
     rewrite_in_place(path, AdmissionPolicy(128, 64, 2500, 503, listen_after_apps=("digits",)))
-    assert any(line.strip().startswith("disabled") for line in _section(path.read_text(), "frontend http_frontend"))
+    assert _disables_frontend(path.read_text())

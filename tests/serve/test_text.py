@@ -97,7 +97,6 @@ def test_the_token_multiple_can_be_turned_off_for_the_next_calls(tokenizer_dir):
         encoder.pad_tokens_to_multiple_of(0)
 
 
-
 def test_on_a_cpu_tokenizers_thread_pool_is_off_unless_the_user_chose():
     environ: dict[str, str] = {}
     tokenize_in_calling_thread(on_gpu=False, environ=environ)
