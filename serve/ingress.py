@@ -16,6 +16,10 @@ same arguments). The rewrite:
 - bounds the wait in that queue by `queue_timeout_ms` (then HAProxy's 503);
 - answers HAProxy's own 502/503/504 in JSON instead of Ray's plain-text 500;
 - answers 503 + Retry-After, not 404, while no application has a route yet (start-up);
+- with `quiet_requests`, logs no line per request: Ray points HAProxy's log at 127.0.0.1:514 (its
+  RAY_SERVE_HAPROXY_LOG_TARGET default), where nothing listens, so each request cost HAProxy a formatted
+  line and a datagram, and the kernel an ICMP port-unreachable answer. Events (a replica up or down) are
+  still logged;
 - with `listen_after_apps` (the embedded server names its model apps), keeps the HTTP frontend disabled
   (its port closed) until each of them has a replica, so that a starting server refuses connections
   instead of answering errors. Once open, it stays open (a marker file next to the configuration), even
@@ -55,6 +59,7 @@ class AdmissionPolicy:
     queue_timeout_ms: int  # longest a request waits in HAProxy's queue
     reject_status: int  # answer to a refused request (503 or 429), with Retry-After
     listen_after_apps: tuple[str, ...] = ()  # keep the HTTP port closed until each of these apps has a replica
+    quiet_requests: bool = False  # no log line per request (events are still logged)
 
     def __post_init__(self) -> None:
         if not isinstance(self.listen_after_apps, tuple) or not all(
@@ -67,6 +72,8 @@ class AdmissionPolicy:
                 raise ValueError(f"{POLICY_VARIABLE}: {name} must be a positive integer, got {value!r}")
         if self.reject_status not in (429, 503):
             raise ValueError(f"{POLICY_VARIABLE}: reject_status must be 429 or 503, got {self.reject_status}")
+        if not isinstance(self.quiet_requests, bool):
+            raise ValueError(f"{POLICY_VARIABLE}: quiet_requests must be true or false, got {self.quiet_requests!r}")
 
     def to_environment(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -84,7 +91,7 @@ class AdmissionPolicy:
         except (TypeError, AttributeError, json.JSONDecodeError) as error:
             raise ValueError(f"{POLICY_VARIABLE}={text!r}: expected a JSON object with the fields "
                              f"replica_maxconn, queue_per_replica, queue_timeout_ms, reject_status, and optionally "
-                             f"listen_after_apps ({error})") from None
+                             f"listen_after_apps and quiet_requests ({error})") from None
 
 
 def shim_path() -> str:
@@ -181,8 +188,11 @@ def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, 
                 out += [f"    errorfile {status} {path}" for status, path in sorted(error_pages.items())]
             elif section[0] == "backend" and section[1] in model_backends:
                 out += _model_admission(section[1], policy)
-            elif section == ("frontend", "http_frontend") and closed:
-                out.append("    disabled  # optiserve: until every model has a replica")
+            elif section == ("frontend", "http_frontend"):
+                if closed:
+                    out.append("    disabled  # optiserve: until every model has a replica")
+                if policy.quiet_requests:
+                    out.append("    http-request set-log-level silent  # optiserve: no log line per request")
             continue
         stripped = line.strip()
         if section[0] == "defaults" and stripped.startswith("errorfile "):

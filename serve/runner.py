@@ -44,6 +44,8 @@ def ray_serve_environment(settings: ServeSettings, apps: tuple[str, ...] = ()) -
                 queue_timeout_ms=max(1, round(settings.request_timeout_ms)),
                 reject_status=settings.reject_status,
                 listen_after_apps=tuple(apps),
+                # Ray's HAProxy metrics are parsed from the per-request lines; access_log asks for them too
+                quiet_requests=not (settings.ingress_request_metrics or settings.access_log),
             ).to_environment()
     return environment
 

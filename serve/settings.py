@@ -146,8 +146,9 @@ class ServeSettings(BaseSettings):
     )
     max_body_bytes: int = Field(32 << 20, ge=1024, description="largest request body; larger ones get 413")
     max_elements: int = Field(1 << 23, ge=1, description="most tensor elements one request may declare (413 above)")
-    access_log: bool = Field(False, description="log every request in the replica logs (costs throughput); also "
-                             "raises Ray's replica logger to INFO unless replica_log_level says otherwise")
+    access_log: bool = Field(False, description="log every request in the replica logs and, with the HAProxy ingress, "
+                             "in HAProxy's log target (RAY_SERVE_HAPROXY_LOG_TARGET); costs throughput. Also raises "
+                             "Ray's replica logger to INFO unless replica_log_level says otherwise")
     replica_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         None, description="level of Ray Serve's own logger (ray.serve) in model replicas. Default: INFO with "
         "access_log, else WARNING: at INFO Ray builds an access-log record for every request and only then drops "

@@ -1,8 +1,12 @@
 """The HAProxy configuration rewrite (serve/ingress.py): pure text in, text out, checked by HAProxy itself."""
 
 import json
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -166,7 +170,7 @@ def test_the_command_fails_loudly_without_its_policy(tmp_path):
 
 def test_the_policy_round_trips_through_the_environment():
     assert AdmissionPolicy.from_environment({ingress.POLICY_VARIABLE: POLICY.to_environment()}) == POLICY
-    waiting = AdmissionPolicy(1, 2, 3, 503, listen_after_apps=("digits", "minilm-v2"))
+    waiting = AdmissionPolicy(1, 2, 3, 503, listen_after_apps=("digits", "minilm-v2"), quiet_requests=True)
     assert AdmissionPolicy.from_environment({ingress.POLICY_VARIABLE: waiting.to_environment()}) == waiting
 
 
@@ -183,6 +187,8 @@ def test_the_policy_round_trips_through_the_environment():
      '"listen_after_apps": "digits"}', "listen_after_apps must be application names"),
     ('{"replica_maxconn": true, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503}',
      "replica_maxconn must be a positive integer"),
+    ('{"replica_maxconn": 1, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503, '
+     '"quiet_requests": "yes"}', "quiet_requests must be true or false"),
 ])
 def test_a_bad_policy_says_what_was_expected(text, expected):
     with pytest.raises(ValueError, match=expected):
@@ -256,8 +262,9 @@ def _rays_own_config(directory: Path, digits_servers: int) -> Path:
 def test_the_rewrite_finds_what_it_needs_in_the_configuration_ray_writes(tmp_path):
     path = _rays_own_config(tmp_path, digits_servers=2)
     assert apps_with_replicas(path.read_text()) == {"digits", "optiserve"}
-    rewrite_in_place(path, AdmissionPolicy(128, 64, 2500, 503, listen_after_apps=("digits",)))
+    rewrite_in_place(path, AdmissionPolicy(128, 64, 2500, 503, listen_after_apps=("digits",), quiet_requests=True))
     config = path.read_text()
+    assert any("set-log-level silent" in line for line in _section(config, "frontend http_frontend"))
     digits = _section(config, "backend http-digits")
     assert sum(line.endswith(" maxconn 128") for line in digits) == 2
     assert any("nbsrv,mul(64)" in line for line in digits) and "    timeout queue 2500ms" in digits
@@ -271,3 +278,47 @@ def test_rays_configuration_without_a_digits_replica_keeps_the_port_closed(tmp_p
     path = _rays_own_config(tmp_path, digits_servers=0)
     rewrite_in_place(path, AdmissionPolicy(128, 64, 2500, 503, listen_after_apps=("digits",)))
     assert _disables_frontend(path.read_text())
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _log_lines_for_one_request(directory: Path, policy: AdmissionPolicy) -> list[bytes]:
+    """Real HAProxy on the rewritten configuration, logging to a UDP socket here: the lines one request makes."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as log:
+        log.bind(("127.0.0.1", 0))
+        log.settimeout(0.5)
+        port = _free_port(socket.SOCK_STREAM)
+        config = RAY_CONFIG.format(dir=directory, port=port).replace(
+            "log 127.0.0.1:514", f"log 127.0.0.1:{log.getsockname()[1]}")
+        (directory / "haproxy.cfg").write_text(config.replace("defaults\n", "defaults\n    log global\n    option httplog\n"))
+        rewrite_in_place(directory / "haproxy.cfg", policy)
+        haproxy = subprocess.Popen([ingress.real_haproxy(), "-db", "-f", str(directory / "haproxy.cfg")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(100):  # until HAProxy listens; it answers /-/routes itself
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/-/routes?probe", timeout=5).read()
+                    break
+                except urllib.error.URLError:
+                    time.sleep(0.05)
+            lines = []
+            while True:
+                try:
+                    lines.append(log.recv(65536))
+                except TimeoutError:
+                    return [line for line in lines if b"/-/routes?probe" in line]
+        finally:
+            haproxy.terminate()
+            haproxy.wait(timeout=10)
+
+
+def test_quiet_requests_leave_no_log_line_per_request_and_the_default_logs_one(tmp_path):
+    (tmp_path / "quiet").mkdir()
+    (tmp_path / "logged").mkdir()
+    quiet = AdmissionPolicy(128, 64, 2500, 503, quiet_requests=True)
+    assert _log_lines_for_one_request(tmp_path / "quiet", quiet) == []
+    assert len(_log_lines_for_one_request(tmp_path / "logged", POLICY)) == 1

@@ -1,9 +1,12 @@
-"""serve/runner.py's pure parts: the replicas' port block."""
+"""serve/runner.py's pure parts: the replicas' port block, the environment Ray's processes get."""
 
 import socket
 
-from serve import runner
-from serve.runner import REPLICA_PORT_BLOCK, REPLICA_PORT_BLOCKS, free_port_block
+import pytest
+
+from serve import ingress, runner
+from serve.runner import REPLICA_PORT_BLOCK, REPLICA_PORT_BLOCKS, free_port_block, ray_serve_environment
+from serve.settings import ServeSettings
 
 
 def test_servers_on_different_ports_start_their_search_in_different_blocks(monkeypatch):
@@ -21,3 +24,12 @@ def test_a_block_where_something_listens_is_skipped():
         listener.bind(("127.0.0.1", first + 7))
         listener.listen()
         assert free_port_block(8000)[0] == first + REPLICA_PORT_BLOCK
+
+
+@pytest.mark.parametrize("options, quiet", [
+    ({}, True), ({"ingress_request_metrics": True}, False), ({"access_log": True}, False),
+])
+def test_haproxy_logs_each_request_only_where_something_reads_the_lines(options, quiet):
+    environment = ray_serve_environment(ServeSettings(**options), ("digits",))
+    policy = ingress.AdmissionPolicy.from_environment(environment)
+    assert policy.quiet_requests is quiet and policy.listen_after_apps == ("digits",)
