@@ -25,6 +25,7 @@ from serve.batcher import BatchError, Batcher, DeadlineExceeded, QueueFull
 from serve.cache import ResultCache, cache_key
 from serve.coalesce import Coalescer
 from serve.guards import check_bearer_token, check_element_count, read_body
+from serve.ingress import RECEIVED_HEADER, waited_at_ingress
 from serve.metrics import ServeMetrics
 from serve.model import load_model
 from serve.protocol import (
@@ -36,6 +37,9 @@ from serve.shared_cache import RedisTier
 from serve.text import tokenize_in_calling_thread
 
 CACHE_HEADER = "X-Optiserve-Cache"  # hit, coalesced, miss, or off: where an answer came from
+# Beyond HAProxy's queue timeout (the default request timeout), the time a request takes to reach a replica: a
+# longer "wait" at the ingress can only be clocks that disagree between nodes, and is not counted.
+INGRESS_TRANSFER_S = 1.0
 
 
 def _response(reply: Reply) -> Response:
@@ -189,9 +193,11 @@ class ModelServer:
     async def answer_inference(self, headers: dict[str, str], read_body, version: str | None) -> Reply:
         """One inference request, from its (lower-cased) headers and body reader to exactly one reply."""
         started = time.monotonic()
+        waited = waited_at_ingress(headers.get(RECEIVED_HEADER), time.time(),
+                                   self._config.request_timeout_ms / 1000 + INGRESS_TRANSFER_S)
         try:
             reply = (self._unauthorized(headers.get("authorization")) or self._unknown_version(version)
-                     or await self._infer(headers, read_body, started))
+                     or await self._infer(headers, read_body, started - waited))
         except ProtocolError as error:
             reply = error_reply(error.status, error.message, error.headers)
         except BatchError as error:  # a bug: the model failed on inputs that passed validation
@@ -203,8 +209,11 @@ class ModelServer:
         self._metrics.observe_request(reply.status, time.monotonic() - started, reply.headers.get(CACHE_HEADER, "none"))
         return reply
 
-    async def _read_and_check(self, headers: dict[str, str], read_body, started: float) -> tuple:
-        """Parse and check the request; returns it, its input arrays, outputs asked for and its deadline."""
+    async def _read_and_check(self, headers: dict[str, str], read_body, arrived: float) -> tuple:
+        """Parse and check the request; returns it, its input arrays, outputs asked for and its deadline.
+
+        `arrived`: when the server received it (time.monotonic()): at the ingress, where it says so.
+        """
         self._arriving += 1
         try:
             body = await read_body(self._max_body_bytes)
@@ -213,13 +222,16 @@ class ModelServer:
             check_element_count(parsed, self._max_elements)
             timeout_s = requested_timeout_ms(parsed, self._config.request_timeout_ms) / 1000
             inputs = decode_inputs(parsed, self._manifest, binary_inputs(parsed, tail))
-            return parsed, inputs, requested_outputs(parsed, self._manifest), started + timeout_s
+            return parsed, inputs, requested_outputs(parsed, self._manifest), arrived + timeout_s
         finally:
             self._arriving -= 1
 
-    async def _infer(self, headers: dict[str, str], read_body, started: float) -> Reply:
-        request, inputs, outputs, deadline = await self._read_and_check(headers, read_body, started)
+    async def _infer(self, headers: dict[str, str], read_body, arrived: float) -> Reply:
+        request, inputs, outputs, deadline = await self._read_and_check(headers, read_body, arrived)
         try:
+            if time.monotonic() >= deadline:
+                raise DeadlineExceeded("deadline passed before the request reached the model's queue (it waited "
+                                       f"{1000 * (time.monotonic() - arrived):.0f} ms in the server)")
             if self._cache.max_bytes > 0:
                 result, cache = await self._cached(inputs, outputs, deadline)
             else:

@@ -1,9 +1,11 @@
 """The HAProxy configuration rewrite (serve/ingress.py): pure text in, text out, checked by HAProxy itself."""
 
+import http.server
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -12,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from serve import ingress
-from serve.ingress import AdmissionPolicy, apps_with_replicas, config_path, rewrite_config, rewrite_in_place
+from serve.ingress import (
+    RECEIVED_HEADER, AdmissionPolicy, apps_with_replicas, config_path, rewrite_config, rewrite_in_place,
+    waited_at_ingress,
+)
 
 POLICY = AdmissionPolicy(replica_maxconn=128, queue_per_replica=64, queue_timeout_ms=2500, reject_status=429)
 
@@ -322,3 +327,68 @@ def test_quiet_requests_leave_no_log_line_per_request_and_the_default_logs_one(t
     quiet = AdmissionPolicy(128, 64, 2500, 503, quiet_requests=True)
     assert _log_lines_for_one_request(tmp_path / "quiet", quiet) == []
     assert len(_log_lines_for_one_request(tmp_path / "logged", POLICY)) == 1
+
+
+@pytest.mark.parametrize("received_ms, waited", [
+    ("1000000", 2.5),  # received 2.5 s before "now"
+    (None, 0.0),  # no header: another ingress
+    ("soon", 0.0),  # not a number
+    ("1003000", 0.0),  # in the future: clocks that disagree
+    ("990000", 0.0),  # 12.5 s, beyond any queue timeout + transfer here: clocks that disagree
+])
+def test_the_wait_at_the_ingress_is_read_from_its_stamp(received_ms, waited):
+    assert waited_at_ingress(received_ms, now_s=1002.5, limit_s=11.0) == pytest.approx(waited)
+
+
+class _HeaderRecorder(http.server.BaseHTTPRequestHandler):
+    """A model replica stand-in: healthy (GET), records the ingress's stamp of each POST."""
+
+    stamps: list[str | None] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._answer()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        _HeaderRecorder.stamps.append(self.headers.get(RECEIVED_HEADER))
+        self._answer()
+
+    def _answer(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_haproxy_stamps_each_request_with_when_it_arrived_replacing_the_clients(tmp_path):
+    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HeaderRecorder)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    port = _free_port(socket.SOCK_STREAM)
+    config = RAY_CONFIG.format(dir=tmp_path, port=port).replace(
+        "127.0.0.1:30001", f"127.0.0.1:{backend.server_address[1]}").replace(
+        "    server SERVE_REPLICA_digits-model-digits-b 127.0.0.1:30002 check observe layer4 error-limit 3 on-error "
+        "mark-down\n", "")
+    (tmp_path / "haproxy.cfg").write_text(config)
+    rewrite_in_place(tmp_path / "haproxy.cfg", POLICY)
+    haproxy = subprocess.Popen([ingress.real_haproxy(), "-db", "-f", str(tmp_path / "haproxy.cfg")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        before_ms = time.time() * 1000
+        for _ in range(100):  # until HAProxy listens and has checked the backend
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/digits/infer", data=b"{}",
+                                             headers={RECEIVED_HEADER: "1"})  # a forged stamp: 1970
+            try:
+                urllib.request.urlopen(request, timeout=5).read()
+                break
+            except urllib.error.URLError:
+                time.sleep(0.05)
+        after_ms = time.time() * 1000
+    finally:
+        haproxy.terminate()
+        haproxy.wait(timeout=10)
+        backend.shutdown()
+    assert _HeaderRecorder.stamps, "no request reached the backend through HAProxy"
+    stamp = _HeaderRecorder.stamps[-1]
+    assert stamp is not None and before_ms - 1 <= int(stamp) <= after_ms + 1, (stamp, before_ms, after_ms)
