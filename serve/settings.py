@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -159,6 +159,11 @@ class ServeSettings(BaseSettings):
     metrics_report_interval_ms: int = Field(
         2000, ge=100, description="how often replicas push metrics to Ray's metrics agent"
     )
+
+    @field_validator("replica_log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @property
     def replica_ray_log_level(self) -> str:

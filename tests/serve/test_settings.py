@@ -26,6 +26,7 @@ def test_rays_replica_logger_is_quiet_unless_requests_are_logged(monkeypatch):
     assert ServeSettings().replica_ray_log_level == "WARNING"
     assert ServeSettings(access_log=True).replica_ray_log_level == "INFO"
     assert ServeSettings(replica_log_level="DEBUG").replica_ray_log_level == "DEBUG"
+    assert ServeSettings(replica_log_level="warning").replica_ray_log_level == "WARNING"  # as logging spells it too
 
 
 def test_an_access_log_below_the_replica_log_level_is_refused():
