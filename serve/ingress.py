@@ -208,7 +208,7 @@ def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, 
             elif section[0] == "backend" and section[1] in model_backends:
                 out += _model_admission(section[1], policy)
             elif section == ("frontend", "http_frontend"):
-                out.append(f"    http-request set-header {RECEIVED_HEADER} %[date(0,ms)]  # optiserve: deadlines count from here")
+                out.append(f"    http-request set-header {RECEIVED_HEADER} %[date(0,ms)]  # optiserve: deadlines start")
                 if closed:
                     out.append("    disabled  # optiserve: until every model has a replica")
                 if policy.quiet_requests:

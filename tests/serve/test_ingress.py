@@ -1,5 +1,6 @@
 """The HAProxy configuration rewrite (serve/ingress.py): pure text in, text out, checked by HAProxy itself."""
 
+import contextlib
 import http.server
 import json
 import socket
@@ -10,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -291,6 +293,29 @@ def _free_port(kind: int) -> int:
         return probe.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _haproxy(config_file: Path) -> Iterator[None]:
+    """Real HAProxy on `config_file`, in the foreground, until the block ends."""
+    haproxy = subprocess.Popen([ingress.real_haproxy(), "-db", "-f", str(config_file)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        haproxy.terminate()
+        haproxy.wait(timeout=10)
+
+
+def _send_until_answered(request: urllib.request.Request) -> None:
+    """Send until HAProxy listens (and has found its backend up) and answers 2xx."""
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(request, timeout=5).read()
+            return
+        except urllib.error.URLError:
+            time.sleep(0.05)
+    raise AssertionError(f"HAProxy never answered {request.full_url} with 2xx")
+
+
 def _log_lines_for_one_request(directory: Path, policy: AdmissionPolicy) -> list[bytes]:
     """Real HAProxy on the rewritten configuration, logging to a UDP socket here: the lines one request makes."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as log:
@@ -299,26 +324,17 @@ def _log_lines_for_one_request(directory: Path, policy: AdmissionPolicy) -> list
         port = _free_port(socket.SOCK_STREAM)
         config = RAY_CONFIG.format(dir=directory, port=port).replace(
             "log 127.0.0.1:514", f"log 127.0.0.1:{log.getsockname()[1]}")
-        (directory / "haproxy.cfg").write_text(config.replace("defaults\n", "defaults\n    log global\n    option httplog\n"))
+        with_access_log = config.replace("defaults\n", "defaults\n    log global\n    option httplog\n")
+        (directory / "haproxy.cfg").write_text(with_access_log)
         rewrite_in_place(directory / "haproxy.cfg", policy)
-        haproxy = subprocess.Popen([ingress.real_haproxy(), "-db", "-f", str(directory / "haproxy.cfg")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(100):  # until HAProxy listens; it answers /-/routes itself
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/-/routes?probe", timeout=5).read()
-                    break
-                except urllib.error.URLError:
-                    time.sleep(0.05)
+        with _haproxy(directory / "haproxy.cfg"):
+            _send_until_answered(urllib.request.Request(f"http://127.0.0.1:{port}/-/routes?probe"))  # HAProxy's own
             lines = []
             while True:
                 try:
                     lines.append(log.recv(65536))
                 except TimeoutError:
                     return [line for line in lines if b"/-/routes?probe" in line]
-        finally:
-            haproxy.terminate()
-            haproxy.wait(timeout=10)
 
 
 def test_quiet_requests_leave_no_log_line_per_request_and_the_default_logs_one(tmp_path):
@@ -372,22 +388,14 @@ def test_haproxy_stamps_each_request_with_when_it_arrived_replacing_the_clients(
         "mark-down\n", "")
     (tmp_path / "haproxy.cfg").write_text(config)
     rewrite_in_place(tmp_path / "haproxy.cfg", POLICY)
-    haproxy = subprocess.Popen([ingress.real_haproxy(), "-db", "-f", str(tmp_path / "haproxy.cfg")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    forged = {RECEIVED_HEADER: "1"}  # a client claiming its request arrived in 1970
     try:
-        before_ms = time.time() * 1000
-        for _ in range(100):  # until HAProxy listens and has checked the backend
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/digits/infer", data=b"{}",
-                                             headers={RECEIVED_HEADER: "1"})  # a forged stamp: 1970
-            try:
-                urllib.request.urlopen(request, timeout=5).read()
-                break
-            except urllib.error.URLError:
-                time.sleep(0.05)
-        after_ms = time.time() * 1000
+        with _haproxy(tmp_path / "haproxy.cfg"):
+            before_ms = time.time() * 1000
+            _send_until_answered(urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/digits/infer",
+                                                        data=b"{}", headers=forged))
+            after_ms = time.time() * 1000
     finally:
-        haproxy.terminate()
-        haproxy.wait(timeout=10)
         backend.shutdown()
     assert _HeaderRecorder.stamps, "no request reached the backend through HAProxy"
     stamp = _HeaderRecorder.stamps[-1]
