@@ -195,9 +195,11 @@ class ModelServer:
         started = time.monotonic()
         waited = waited_at_ingress(headers.get(RECEIVED_HEADER), time.time(),
                                    self._config.request_timeout_ms / 1000 + INGRESS_TRANSFER_S)
+        if waited is not None:
+            self._metrics.observe_ingress_wait(waited)
         try:
             reply = (self._unauthorized(headers.get("authorization")) or self._unknown_version(version)
-                     or await self._infer(headers, read_body, started - waited))
+                     or await self._infer(headers, read_body, started - (waited or 0.0)))
         except ProtocolError as error:
             reply = error_reply(error.status, error.message, error.headers)
         except BatchError as error:  # a bug: the model failed on inputs that passed validation

@@ -98,18 +98,18 @@ class AdmissionPolicy:
                              f"listen_after_apps and quiet_requests ({error})") from None
 
 
-def waited_at_ingress(received_ms: str | None, now_s: float, limit_s: float) -> float:
+def waited_at_ingress(received_ms: str | None, now_s: float, limit_s: float) -> float | None:
     """Seconds a request spent between HAProxy receiving it (its RECEIVED_HEADER) and `now_s` (Unix time).
 
-    0 without the header (another ingress), or where it cannot be a real wait: negative, or over `limit_s`
+    None without the header (another ingress); 0 where it cannot be a real wait: negative, or over `limit_s`
     (HAProxy's queue timeout plus transfer time), which only clocks that disagree between nodes can give.
     """
     if received_ms is None:
-        return 0.0
+        return None
     try:
         waited = now_s - int(received_ms) / 1000
     except ValueError:
-        return 0.0
+        return None
     return waited if 0 <= waited <= limit_s else 0.0
 
 

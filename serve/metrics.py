@@ -50,6 +50,12 @@ class ServeMetrics:
             "optiserve_queue_seconds", "Time a request waited in the batcher's queue before its model call.",
             STAGE_BUCKETS_S,
         )
+        self.ingress_wait = self._histogram(
+            "optiserve_ingress_wait_seconds",
+            "Time from the HAProxy ingress receiving a request to its replica receiving it (HAProxy's queue, where "
+            "every replica holds max_ongoing_requests, included). Requests through another ingress are not counted.",
+            LATENCY_BUCKETS_S,
+        )
         self.compute_time = self._histogram(
             "optiserve_compute_seconds", "Time of one batched model call.", STAGE_BUCKETS_S
         )
@@ -95,6 +101,9 @@ class ServeMetrics:
     def observe_request(self, status: int, seconds: float, cache: str) -> None:
         self._count(self.requests, 1, ("status", str(status)))
         self.latency.local.observe(seconds, (cache,))  # flushed with the request count, scheduled just above
+
+    def observe_ingress_wait(self, seconds: float) -> None:
+        self.ingress_wait.local.observe(seconds)  # flushed with the request's count (observe_request)
 
     def observe_batch(self, rows: int, queue_seconds: list[float], compute_seconds: float, queue_depth: int) -> None:
         self.batch_size.local.observe(rows)

@@ -109,5 +109,6 @@ def test_every_dashboard_query_runs_and_the_core_panels_have_data(server, promet
             if query(prometheus, expression)["result"]:
                 with_data.add(panel["title"])
     for title in ("Throughput (requests/s by status)", "Request latency p50 / p95 / p99",
-                  "Replicas (healthy, by deployment)", "Cache hit ratio"):
+                  "Replicas (healthy, by deployment)", "Cache hit ratio",
+                  "Wait at the ingress p50 / p99 (HAProxy's queue)"):
         assert title in with_data, f"panel {title!r} has no data"

@@ -131,6 +131,16 @@ def test_batches_larger_than_one_form_under_concurrency(server, held_out):
     assert rows == 400
 
 
+def test_each_request_reports_its_wait_at_the_ingress(server, held_out):
+    before = server.settled_total("ray_optiserve_ingress_wait_seconds_count", model="digits")
+    inputs = held_out[0]
+    answers = post_all(f"{server.url}{MODEL_URL}/infer", [infer_body(inputs[i : i + 1]) for i in range(20)])
+    assert all(status == 200 for status, _ in answers)
+    after = server.wait_for_metric("ray_optiserve_ingress_wait_seconds_count", before + 20, model="digits")
+    assert after == before + 20
+    assert server.metric_total("ray_optiserve_ingress_wait_seconds_bucket", model="digits", le="5.0") == after
+
+
 def test_a_repeated_request_is_a_cache_hit(server, held_out):
     hits_before = server.settled_total("ray_optiserve_cache_hits_total", model="digits")
     misses_before = server.metric_total("ray_optiserve_cache_misses_total", model="digits")

@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from serve.metrics import FLUSH_AFTER_S, ServeMetrics
 
 
@@ -30,7 +32,8 @@ def recorded_metrics() -> ServeMetrics:
     metrics.requests, metrics.cache_misses, metrics.cache_hits = RecordingCounter(), RecordingCounter(), RecordingCounter()
     metrics.rows, metrics.cache_evictions = RecordingCounter(), RecordingCounter()
     metrics.cache_bytes, metrics.queue_depth = RecordingGauge(), RecordingGauge()
-    for histogram in (metrics.latency, metrics.batch_size, metrics.queue_time, metrics.compute_time):
+    for histogram in (metrics.latency, metrics.batch_size, metrics.queue_time, metrics.compute_time,
+                      metrics.ingress_wait):
         histogram._bucket, histogram._count, histogram._sum = RecordingGauge(), RecordingGauge(), RecordingGauge()
     return metrics
 
@@ -40,6 +43,7 @@ def test_on_the_event_loop_values_are_summed_and_handed_over_once_after_the_flus
 
     async def scenario():
         for status in (200, 200, 503, 200):
+            metrics.observe_ingress_wait(0.03)
             metrics.observe_request(status, 0.002, "miss")
         for hit in (False, True, False):
             metrics.observe_cache(hit)
@@ -58,6 +62,7 @@ def test_on_the_event_loop_values_are_summed_and_handed_over_once_after_the_flus
     assert metrics.rows.calls == [(3, None)] and metrics.queue_depth.values == [5]
     # histograms: one cumulative series per label value, named as Prometheus names a histogram's parts
     assert metrics.latency._count.calls == [(4, {"cache": "miss"})]
+    assert metrics.ingress_wait._count.calls == [(4, None)] and metrics.ingress_wait._sum.values == [pytest.approx(0.12)]
     assert metrics.latency._sum.values == [0.008]
     buckets = {tags["le"]: value for value, tags in metrics.latency._bucket.calls}
     assert buckets["0.001"] == 0 and buckets["0.0025"] == 4 and buckets["+Inf"] == 4
