@@ -25,7 +25,7 @@ from serve.batcher import BatchError, Batcher, DeadlineExceeded, QueueFull
 from serve.cache import ResultCache, cache_key
 from serve.coalesce import Coalescer
 from serve.guards import check_bearer_token, check_element_count, read_body
-from serve.ingress import RECEIVED_HEADER, waited_at_ingress
+from serve.ingress_stamp import IngressStamp
 from serve.metrics import ServeMetrics
 from serve.model import load_model
 from serve.protocol import (
@@ -37,9 +37,6 @@ from serve.shared_cache import RedisTier
 from serve.text import tokenize_in_calling_thread
 
 CACHE_HEADER = "X-Optiserve-Cache"  # hit, coalesced, miss, or off: where an answer came from
-# Beyond HAProxy's queue timeout (the default request timeout), the time a request takes to reach a replica: a
-# longer "wait" at the ingress can only be clocks that disagree between nodes, and is not counted.
-INGRESS_TRANSFER_S = 1.0
 
 
 def _response(reply: Reply) -> Response:
@@ -164,6 +161,7 @@ class ModelServer:
         )
         self._background: set[asyncio.Task] = set()
         self._arriving = 0  # requests received whose inputs are not yet queued for the batcher
+        self._ingress = IngressStamp(settings.ingress_stamps_requests, settings.ingress_queue_timeout_ms)
         self._config = config
         self._batcher = Batcher(
             self._model.run, config.max_batch_size, config.max_wait_ms / 1000,
@@ -193,8 +191,7 @@ class ModelServer:
     async def answer_inference(self, headers: dict[str, str], read_body, version: str | None) -> Reply:
         """One inference request, from its (lower-cased) headers and body reader to exactly one reply."""
         started = time.monotonic()
-        waited = waited_at_ingress(headers.get(RECEIVED_HEADER), time.time(),
-                                   self._config.request_timeout_ms / 1000 + INGRESS_TRANSFER_S)
+        waited = self._ingress.waited(headers)
         if waited is not None:
             self._metrics.observe_ingress_wait(waited)
         try:
@@ -232,8 +229,9 @@ class ModelServer:
         request, inputs, outputs, deadline = await self._read_and_check(headers, read_body, arrived)
         try:
             if time.monotonic() >= deadline:
-                raise DeadlineExceeded("deadline passed before the request reached the model's queue (it waited "
-                                       f"{1000 * (time.monotonic() - arrived):.0f} ms in the server)")
+                raise DeadlineExceeded(f"deadline passed before the request reached the model's queue, "
+                                       f"{1000 * (time.monotonic() - arrived):.0f} ms after the server received it "
+                                       "(time queued at the ingress counts)")
             if self._cache.max_bytes > 0:
                 result, cache = await self._cached(inputs, outputs, deadline)
             else:

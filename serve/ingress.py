@@ -16,9 +16,8 @@ same arguments). The rewrite:
 - bounds the wait in that queue by `queue_timeout_ms` (then HAProxy's 503);
 - answers HAProxy's own 502/503/504 in JSON instead of Ray's plain-text 500;
 - answers 503 + Retry-After, not 404, while no application has a route yet (start-up);
-- stamps each request with the time HAProxy received it (`RECEIVED_HEADER`, Unix milliseconds, replacing any
-  the client sent), so that a replica counts a request's deadline from the ingress, queue included
-  (`waited_at_ingress`);
+- stamps each request with the time HAProxy received it (serve/ingress_stamp.py), replacing any the client
+  sent, so that a replica counts a request's deadline from the ingress, HAProxy's queue included;
 - with `quiet_requests`, logs no line per request: Ray points HAProxy's log at 127.0.0.1:514 (its
   RAY_SERVE_HAPROXY_LOG_TARGET default), where nothing listens, so each request cost HAProxy a formatted
   line and a datagram, and the kernel an ICMP port-unreachable answer. Events (a replica up or down) are
@@ -47,13 +46,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+from serve.ingress_stamp import RECEIVED_HEADER
+
 POLICY_VARIABLE = "OPTISERVE_HAPROXY_ADMISSION"
 SHIM_COMMAND = "optiserve-haproxy"
 REWRITTEN_HEADER = "# rewritten by optiserve-haproxy (serve/ingress.py)"
 LISTENING_MARKER = "optiserve-listening"  # written once the HTTP port has been opened
 MODEL_ROUTE = "/v2/models/"
 RETRY_AFTER_S = 1
-RECEIVED_HEADER = "x-optiserve-received-ms"  # when HAProxy received the request: Unix time in milliseconds
 
 
 @dataclass(frozen=True)
@@ -96,21 +96,6 @@ class AdmissionPolicy:
             raise ValueError(f"{POLICY_VARIABLE}={text!r}: expected a JSON object with the fields "
                              f"replica_maxconn, queue_per_replica, queue_timeout_ms, reject_status, and optionally "
                              f"listen_after_apps and quiet_requests ({error})") from None
-
-
-def waited_at_ingress(received_ms: str | None, now_s: float, limit_s: float) -> float | None:
-    """Seconds a request spent between HAProxy receiving it (its RECEIVED_HEADER) and `now_s` (Unix time).
-
-    None without the header (another ingress); 0 where it cannot be a real wait: negative, or over `limit_s`
-    (HAProxy's queue timeout plus transfer time), which only clocks that disagree between nodes can give.
-    """
-    if received_ms is None:
-        return None
-    try:
-        waited = now_s - int(received_ms) / 1000
-    except ValueError:
-        return None
-    return waited if 0 <= waited <= limit_s else 0.0
 
 
 def shim_path() -> str:

@@ -25,6 +25,7 @@ from serve.histogram import LocalHistogram
 LATENCY_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
 BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 FLUSH_AFTER_S = 0.5
+INGRESS_WAIT_BUCKETS_S = [*LATENCY_BUCKETS_S, 10.0, 30.0, 60.0]  # HAProxy's queue timeout: the request timeout
 STAGE_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]
 
 
@@ -54,7 +55,7 @@ class ServeMetrics:
             "optiserve_ingress_wait_seconds",
             "Time from the HAProxy ingress receiving a request to its replica receiving it (HAProxy's queue, where "
             "every replica holds max_ongoing_requests, included). Requests through another ingress are not counted.",
-            LATENCY_BUCKETS_S,
+            INGRESS_WAIT_BUCKETS_S,
         )
         self.compute_time = self._histogram(
             "optiserve_compute_seconds", "Time of one batched model call.", STAGE_BUCKETS_S
@@ -103,7 +104,8 @@ class ServeMetrics:
         self.latency.local.observe(seconds, (cache,))  # flushed with the request count, scheduled just above
 
     def observe_ingress_wait(self, seconds: float) -> None:
-        self.ingress_wait.local.observe(seconds)  # flushed with the request's count (observe_request)
+        self.ingress_wait.local.observe(seconds)
+        self._flush_soon()
 
     def observe_batch(self, rows: int, queue_seconds: list[float], compute_seconds: float, queue_depth: int) -> None:
         self.batch_size.local.observe(rows)

@@ -41,7 +41,7 @@ def ray_serve_environment(settings: ServeSettings, apps: tuple[str, ...] = ()) -
             environment[ingress.POLICY_VARIABLE] = ingress.AdmissionPolicy(
                 replica_maxconn=settings.replica_concurrency,
                 queue_per_replica=settings.ingress_queue_per_replica,
-                queue_timeout_ms=max(1, round(settings.request_timeout_ms)),
+                queue_timeout_ms=settings.ingress_queue_timeout_ms,
                 reject_status=settings.reject_status,
                 listen_after_apps=tuple(apps),
                 # Ray's HAProxy metrics are parsed from the per-request lines; access_log asks for them too

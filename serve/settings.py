@@ -192,6 +192,16 @@ class ServeSettings(BaseSettings):
         return RuntimeConfig.model_validate({name: getattr(self, name) for name in RuntimeConfig.model_fields})
 
     @property
+    def ingress_queue_timeout_ms(self) -> int:
+        """HAProxy's queue timeout with admission: the default request timeout."""
+        return max(1, round(self.request_timeout_ms))
+
+    @property
+    def ingress_stamps_requests(self) -> bool:
+        """Whether HAProxy stamps each request with when it received it (only with optiserve's rewrite)."""
+        return self.ingress == "haproxy" and self.ingress_admission
+
+    @property
     def replica_concurrency(self) -> int:
         return self.max_ongoing_requests or 4 * self.max_batch_size
 

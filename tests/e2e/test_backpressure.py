@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from optiserve.local_server import start_server, stop_server
-from serve.ingress import RECEIVED_HEADER
+from serve.ingress_stamp import RECEIVED_HEADER
 from tests.e2e.test_server import infer_body, post_all, post_all_with_headers
 
 

@@ -7,14 +7,14 @@ import time
 import pytest
 
 from serve.app import CACHE_HEADER, ModelServer
-from serve.ingress import RECEIVED_HEADER
+from serve.ingress_stamp import RECEIVED_HEADER
 from serve.settings import ServeSettings
 
 
-def _model_server(artifact):
+def _model_server(artifact, settings: ServeSettings = ServeSettings()):
     """The class as written, under Ray Serve's deployment and ingress wrappers."""
     plain = next(cls for cls in ModelServer.func_or_class.__mro__ if "answer_inference" in vars(cls))
-    return plain(str(artifact), ServeSettings(), None)
+    return plain(str(artifact), settings, None)
 
 
 def _answer(server, headers: dict[str, str], timeout_ms: float | None = None, pixel: float = 0.5):
@@ -42,7 +42,8 @@ def server(digits_artifact):
 def test_a_request_that_spent_its_deadline_at_the_ingress_gets_504_without_compute(server):
     status, _, answer = _answer(server, _received(2.0), timeout_ms=1500, pixel=0.25)
     assert status == 504, answer
-    assert "before the request reached the model's queue" in answer["error"] and "waited 2" in answer["error"]
+    assert "before the request reached the model's queue" in answer["error"], answer
+    assert "ms after the server received it (time queued at the ingress counts)" in answer["error"], answer
     status, headers, _ = _answer(server, {}, pixel=0.25)  # not computed then, so not cached either
     assert status == 200 and headers[CACHE_HEADER] == "miss"
 
@@ -54,4 +55,10 @@ def test_a_request_that_spent_its_deadline_at_the_ingress_gets_504_without_compu
 ])
 def test_requests_within_their_deadline_are_answered(server, seconds_ago):
     status, _, answer = _answer(server, {} if seconds_ago is None else _received(seconds_ago), timeout_ms=1500)
+    assert status == 200 and answer["outputs"][0]["shape"] == [1, 10], answer
+
+
+def test_without_optiserves_haproxy_rewrite_a_stamp_is_a_clients_and_is_ignored(digits_artifact):
+    server = _model_server(digits_artifact, ServeSettings(ingress_admission=False))
+    status, _, answer = _answer(server, _received(2.0), timeout_ms=1500)
     assert status == 200 and answer["outputs"][0]["shape"] == [1, 10], answer

@@ -16,10 +16,8 @@ from typing import Iterator
 import pytest
 
 from serve import ingress
-from serve.ingress import (
-    RECEIVED_HEADER, AdmissionPolicy, apps_with_replicas, config_path, rewrite_config, rewrite_in_place,
-    waited_at_ingress,
-)
+from serve.ingress import AdmissionPolicy, apps_with_replicas, config_path, rewrite_config, rewrite_in_place
+from serve.ingress_stamp import RECEIVED_HEADER
 
 POLICY = AdmissionPolicy(replica_maxconn=128, queue_per_replica=64, queue_timeout_ms=2500, reject_status=429)
 
@@ -287,74 +285,10 @@ def test_rays_configuration_without_a_digits_replica_keeps_the_port_closed(tmp_p
     assert _disables_frontend(path.read_text())
 
 
-def _free_port(kind: int) -> int:
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _haproxy(config_file: Path) -> Iterator[None]:
-    """Real HAProxy on `config_file`, in the foreground, until the block ends."""
-    haproxy = subprocess.Popen([ingress.real_haproxy(), "-db", "-f", str(config_file)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield
-    finally:
-        haproxy.terminate()
-        haproxy.wait(timeout=10)
-
-
-def _send_until_answered(request: urllib.request.Request) -> None:
-    """Send until HAProxy listens (and has found its backend up) and answers 2xx."""
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(request, timeout=5).read()
-            return
-        except urllib.error.URLError:
-            time.sleep(0.05)
-    raise AssertionError(f"HAProxy never answered {request.full_url} with 2xx")
-
-
-def _log_lines_for_one_request(directory: Path, policy: AdmissionPolicy) -> list[bytes]:
-    """Real HAProxy on the rewritten configuration, logging to a UDP socket here: the lines one request makes."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as log:
-        log.bind(("127.0.0.1", 0))
-        log.settimeout(0.5)
-        port = _free_port(socket.SOCK_STREAM)
-        config = RAY_CONFIG.format(dir=directory, port=port).replace(
-            "log 127.0.0.1:514", f"log 127.0.0.1:{log.getsockname()[1]}")
-        with_access_log = config.replace("defaults\n", "defaults\n    log global\n    option httplog\n")
-        (directory / "haproxy.cfg").write_text(with_access_log)
-        rewrite_in_place(directory / "haproxy.cfg", policy)
-        with _haproxy(directory / "haproxy.cfg"):
-            _send_until_answered(urllib.request.Request(f"http://127.0.0.1:{port}/-/routes?probe"))  # HAProxy's own
-            lines = []
-            while True:
-                try:
-                    lines.append(log.recv(65536))
-                except TimeoutError:
-                    return [line for line in lines if b"/-/routes?probe" in line]
-
-
-def test_quiet_requests_leave_no_log_line_per_request_and_the_default_logs_one(tmp_path):
-    (tmp_path / "quiet").mkdir()
-    (tmp_path / "logged").mkdir()
-    quiet = AdmissionPolicy(128, 64, 2500, 503, quiet_requests=True)
-    assert _log_lines_for_one_request(tmp_path / "quiet", quiet) == []
-    assert len(_log_lines_for_one_request(tmp_path / "logged", POLICY)) == 1
-
-
-@pytest.mark.parametrize("received_ms, waited", [
-    ("1000000", 2.5),  # received 2.5 s before "now"
-    (None, None),  # no header: another ingress
-    ("soon", None),  # not a stamp
-    ("1003000", 0.0),  # in the future: clocks that disagree
-    ("990000", 0.0),  # 12.5 s, beyond any queue timeout + transfer here: clocks that disagree
-])
-def test_the_wait_at_the_ingress_is_read_from_its_stamp(received_ms, waited):
-    assert waited_at_ingress(received_ms, now_s=1002.5, limit_s=11.0) == (None if waited is None else
-                                                                            pytest.approx(waited))
 
 
 class _HeaderRecorder(http.server.BaseHTTPRequestHandler):
@@ -379,25 +313,75 @@ class _HeaderRecorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_haproxy_stamps_each_request_with_when_it_arrived_replacing_the_clients(tmp_path):
+@contextlib.contextmanager
+def _ray_haproxy(directory: Path, policy: AdmissionPolicy, log_port: int) -> Iterator[str]:
+    """Real HAProxy on the configuration Ray writes, rewritten, with its digits replica a _HeaderRecorder and its
+    log sent to `log_port` here; yields the digits inference URL."""
     backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HeaderRecorder)
     threading.Thread(target=backend.serve_forever, daemon=True).start()
-    port = _free_port(socket.SOCK_STREAM)
-    config = RAY_CONFIG.format(dir=tmp_path, port=port).replace(
-        "127.0.0.1:30001", f"127.0.0.1:{backend.server_address[1]}").replace(
-        "    server SERVE_REPLICA_digits-model-digits-b 127.0.0.1:30002 check observe layer4 error-limit 3 on-error "
-        "mark-down\n", "")
-    (tmp_path / "haproxy.cfg").write_text(config)
-    rewrite_in_place(tmp_path / "haproxy.cfg", POLICY)
-    forged = {RECEIVED_HEADER: "1"}  # a client claiming its request arrived in 1970
+    path = _rays_own_config(directory, digits_servers=1)
+    port = _free_port()
+    config = path.read_text()
+    for ray_writes, here in [("127.0.0.1:30001", f"127.0.0.1:{backend.server_address[1]}"),
+                             ("log 127.0.0.1:514", f"log 127.0.0.1:{log_port}"),
+                             ("bind 127.0.0.1:8000", f"bind 127.0.0.1:{port}"),
+                             ("bind :9101", f"bind 127.0.0.1:{_free_port()}"),
+                             ("bind *:8404", f"bind 127.0.0.1:{_free_port()}")]:
+        assert ray_writes in config, f"Ray's configuration no longer has {ray_writes!r}"
+        config = config.replace(ray_writes, here)
+    path.write_text(config)
+    rewrite_in_place(path, policy)
+    haproxy = subprocess.Popen([ingress.real_haproxy(), "-db", "-f", str(path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with _haproxy(tmp_path / "haproxy.cfg"):
-            before_ms = time.time() * 1000
-            _send_until_answered(urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/digits/infer",
-                                                        data=b"{}", headers=forged))
-            after_ms = time.time() * 1000
+        yield f"http://127.0.0.1:{port}/v2/models/digits/infer"
     finally:
+        haproxy.terminate()
+        haproxy.wait(timeout=10)
         backend.shutdown()
+        backend.server_close()
+
+
+def _send_until_answered(request: urllib.request.Request) -> None:
+    """Send until HAProxy listens (and has found its backend up) and answers 2xx."""
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(request, timeout=5).read()
+            return
+        except urllib.error.URLError:
+            time.sleep(0.05)
+    raise AssertionError(f"HAProxy never answered {request.full_url} with 2xx")
+
+
+def _log_lines_for_one_request(directory: Path, policy: AdmissionPolicy) -> list[bytes]:
+    """The lines HAProxy logs for one inference request, its log sent to a UDP socket here."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as log:
+        log.bind(("127.0.0.1", 0))
+        log.settimeout(0.5)
+        with _ray_haproxy(directory, policy, log.getsockname()[1]) as url:
+            _send_until_answered(urllib.request.Request(url, data=b"{}"))
+            lines = []
+            while True:
+                try:
+                    lines.append(log.recv(65536))
+                except TimeoutError:
+                    return [line for line in lines if b"/v2/models/digits/infer" in line]
+
+
+def test_quiet_requests_leave_no_log_line_per_request_and_the_default_logs_one(tmp_path):
+    (tmp_path / "quiet").mkdir()
+    (tmp_path / "logged").mkdir()
+    quiet = AdmissionPolicy(128, 64, 2500, 503, quiet_requests=True)
+    assert _log_lines_for_one_request(tmp_path / "quiet", quiet) == []
+    assert len(_log_lines_for_one_request(tmp_path / "logged", POLICY)) == 1
+
+
+def test_haproxy_stamps_each_request_with_when_it_arrived_replacing_the_clients(tmp_path):
+    forged = {RECEIVED_HEADER: "1"}  # a client claiming its request arrived in 1970
+    with _ray_haproxy(tmp_path, POLICY, _free_port(socket.SOCK_DGRAM)) as url:
+        before_ms = time.time() * 1000
+        _send_until_answered(urllib.request.Request(url, data=b"{}", headers=forged))
+        after_ms = time.time() * 1000
     assert _HeaderRecorder.stamps, "no request reached the backend through HAProxy"
     stamp = _HeaderRecorder.stamps[-1]
     assert stamp is not None and before_ms - 1 <= int(stamp) <= after_ms + 1, (stamp, before_ms, after_ms)

@@ -33,3 +33,4 @@ def test_haproxy_logs_each_request_only_where_something_reads_the_lines(options,
     environment = ray_serve_environment(ServeSettings(**options), ("digits",))
     policy = ingress.AdmissionPolicy.from_environment(environment)
     assert policy.quiet_requests is quiet and policy.listen_after_apps == ("digits",)
+    assert policy.queue_timeout_ms == ServeSettings(**options).ingress_queue_timeout_ms == 10_000
