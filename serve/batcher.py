@@ -55,6 +55,7 @@ class _Pending:
     future: asyncio.Future
     deadline: float | None
     arrived: float = field(default_factory=time.monotonic)
+    expiry: asyncio.TimerHandle | None = None  # fails the request at its deadline, until its batch is taken
 
 
 def _expire(future: asyncio.Future) -> None:
@@ -120,8 +121,10 @@ class Batcher:
         """Queue one request (all inputs share axis 0) and wait for its rows of the result.
 
         Raises QueueFull at once when max_queue requests wait already, and
-        DeadlineExceeded when `deadline` (time.monotonic()) passes first; a
-        request whose deadline has passed is dropped before compute.
+        DeadlineExceeded when `deadline` (time.monotonic()) passes while it
+        waits: a request whose deadline has passed is dropped before compute.
+        Once its batch is taken, it is computed and answered even if its
+        deadline passes meanwhile, so no computation is thrown away.
         """
         rows = {array.shape[0] for array in inputs.values()}
         if len(rows) != 1:
@@ -138,11 +141,11 @@ class Batcher:
         if deadline is None:
             return await pending.future
         # a timer per request, cheaper than asyncio.wait_for's task and waiter (this is the hot path)
-        expiry = loop.call_later(max(deadline - time.monotonic(), 0), _expire, pending.future)
+        pending.expiry = loop.call_later(max(deadline - time.monotonic(), 0), _expire, pending.future)
         try:
             return await pending.future
         finally:
-            expiry.cancel()
+            pending.expiry.cancel()
 
     def close(self) -> None:
         if self._worker is not None:
@@ -223,6 +226,8 @@ class Batcher:
                 continue
             fits = pending.signature == first.signature and (not taken or rows + pending.rows <= self._max_rows)
             if fits:
+                if pending.expiry is not None:  # computed from here on: its answer is worth more than a 504
+                    pending.expiry.cancel()
                 taken.append(pending)
                 rows += pending.rows
             else:

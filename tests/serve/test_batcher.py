@@ -276,6 +276,20 @@ def test_an_expired_request_is_dropped_before_compute():
     assert model.batches == [1], "the expired request must never reach the model"
 
 
+def test_a_request_whose_deadline_passes_while_its_batch_computes_gets_its_answer():
+    """Its computation is done: answering it beats a 504 that throws the work away."""
+    model = ThreadRecorder(seconds=0.2)
+
+    async def scenario():
+        batcher = Batcher(model, max_batch_size=4, max_wait_s=0.0)
+        try:
+            return await batcher.submit(rows([3]), deadline=time.monotonic() + 0.05)
+        finally:
+            batcher.close()
+
+    assert asyncio.run(scenario())["y"][0, 0] == 6 and len(model.threads) == 1
+
+
 def test_a_request_with_time_left_is_computed():
     async def scenario():
         batcher = Batcher(Recorder(), max_batch_size=4, max_wait_s=0.0)
