@@ -21,13 +21,18 @@ def waited_at_ingress(received_ms: str | None, now_s: float, limit_s: float) -> 
     None without a stamp (another ingress), or where it cannot be a real wait: negative, or over `limit_s`
     (HAProxy's queue timeout plus transfer time), which only clocks that disagree between nodes give.
     """
+    waited = _seconds_since(received_ms, now_s)
+    return waited if waited is not None and 0 <= waited <= limit_s else None
+
+
+def _seconds_since(received_ms: str | None, now_s: float) -> float | None:
+    """`now_s` less the stamp's time; None without a stamp, or one that is not a whole number of milliseconds."""
     if received_ms is None:
         return None
     try:
-        waited = now_s - int(received_ms) / 1000
+        return now_s - int(received_ms) / 1000
     except ValueError:
         return None
-    return waited if 0 <= waited <= limit_s else None
 
 
 class IngressStamp:
@@ -45,19 +50,13 @@ class IngressStamp:
     def waited(self, headers: dict[str, str]) -> float | None:
         if not self._trusted:
             return None
-        stamp = headers.get(RECEIVED_HEADER)
-        waited = waited_at_ingress(stamp, time.time(), self._limit_s)
+        stamp, now_s = headers.get(RECEIVED_HEADER), time.time()
+        waited = waited_at_ingress(stamp, now_s, self._limit_s)
         if waited is None and stamp is not None and not self._skew_reported:
             self._skew_reported = True
+            since = _seconds_since(stamp, now_s)
             logging.getLogger("ray.serve.optiserve").warning(
                 "%s %r says the ingress received a request %.1f s ago, expected 0 to %.0f s: the ingress's clock "
                 "and this node's disagree; deadlines count from the replica", RECEIVED_HEADER, stamp,
-                time.time() - _ms(stamp), self._limit_s)
+                float("nan") if since is None else since, self._limit_s)
         return waited
-
-
-def _ms(stamp: str) -> float:
-    try:
-        return int(stamp) / 1000
-    except ValueError:
-        return float("nan")
