@@ -2,15 +2,14 @@
 504 when a deadline passes; every request gets exactly one answer."""
 
 import json
-import time
 from collections import Counter
 
 import numpy as np
 import pytest
 
 from optiserve.local_server import start_server, stop_server
-from serve.ingress_stamp import RECEIVED_HEADER
 from tests.e2e.test_server import infer_body, post_all, post_all_with_headers
+from tests.serve.test_ingress_stamp import stamped
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +86,7 @@ def test_a_clients_own_arrival_stamp_is_replaced_by_the_ingress(small_queue_serv
     """Deadlines count from when HAProxy received a request; a client claiming it arrived 5 s ago is not believed."""
     body = infer_body(np.full((1, 64), 0.75, dtype=np.float32))
     body["parameters"] = {"timeout_ms": 2000}
-    forged = {RECEIVED_HEADER: str(int((time.time() - 5) * 1000))}
+    forged = stamped(5.0)
     ((status, answer),) = post_all(f"{small_queue_server.url}/v2/models/digits/infer", [body], headers=forged)
     assert status == 200 and answer["outputs"][0]["shape"] == [1, 10], answer
 

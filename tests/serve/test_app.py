@@ -2,13 +2,12 @@
 
 import asyncio
 import json
-import time
 
 import pytest
 
 from serve.app import CACHE_HEADER, ModelServer
-from serve.ingress_stamp import RECEIVED_HEADER
 from serve.settings import ServeSettings
+from tests.serve.test_ingress_stamp import stamped
 
 
 def _model_server(artifact, settings: ServeSettings = ServeSettings()):
@@ -30,17 +29,13 @@ def _answer(server, headers: dict[str, str], timeout_ms: float | None = None, pi
     return reply.status, reply.headers, json.loads(reply.body)
 
 
-def _received(seconds_ago: float) -> dict[str, str]:
-    return {RECEIVED_HEADER: str(int((time.time() - seconds_ago) * 1000))}
-
-
 @pytest.fixture(scope="module")
 def server(digits_artifact):
     return _model_server(digits_artifact)
 
 
 def test_a_request_that_spent_its_deadline_at_the_ingress_gets_504_without_compute(server):
-    status, _, answer = _answer(server, _received(2.0), timeout_ms=1500, pixel=0.25)
+    status, _, answer = _answer(server, stamped(2.0), timeout_ms=1500, pixel=0.25)
     assert status == 504, answer
     assert "before the request reached the model's queue" in answer["error"], answer
     assert "ms after the server received it (time queued at the ingress counts)" in answer["error"], answer
@@ -54,11 +49,11 @@ def test_a_request_that_spent_its_deadline_at_the_ingress_gets_504_without_compu
     60.0,  # beyond HAProxy's queue timeout: clocks that disagree, not a wait
 ])
 def test_requests_within_their_deadline_are_answered(server, seconds_ago):
-    status, _, answer = _answer(server, {} if seconds_ago is None else _received(seconds_ago), timeout_ms=1500)
+    status, _, answer = _answer(server, {} if seconds_ago is None else stamped(seconds_ago), timeout_ms=1500)
     assert status == 200 and answer["outputs"][0]["shape"] == [1, 10], answer
 
 
 def test_without_optiserves_haproxy_rewrite_a_stamp_is_a_clients_and_is_ignored(digits_artifact):
     server = _model_server(digits_artifact, ServeSettings(ingress_admission=False))
-    status, _, answer = _answer(server, _received(2.0), timeout_ms=1500)
+    status, _, answer = _answer(server, stamped(2.0), timeout_ms=1500)
     assert status == 200 and answer["outputs"][0]["shape"] == [1, 10], answer

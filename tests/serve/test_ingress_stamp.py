@@ -20,14 +20,15 @@ def test_the_wait_at_the_ingress_is_read_from_its_stamp(received_ms, waited):
                                                                             pytest.approx(waited))
 
 
-def _stamped(seconds_ago: float) -> dict[str, str]:
+def stamped(seconds_ago: float) -> dict[str, str]:
+    """Headers with HAProxy's stamp for a request received `seconds_ago` (negative: in the future)."""
     return {RECEIVED_HEADER: str(int((time.time() - seconds_ago) * 1000))}
 
 
 def test_a_stamp_counts_only_where_haproxy_wrote_it_and_clock_skew_is_reported_once():
-    assert IngressStamp(trusted=False, queue_timeout_ms=10_000).waited(_stamped(2.0)) is None
+    assert IngressStamp(trusted=False, queue_timeout_ms=10_000).waited(stamped(2.0)) is None
     stamps = IngressStamp(trusted=True, queue_timeout_ms=10_000)
-    assert stamps.waited(_stamped(2.0)) == pytest.approx(2.0, abs=0.05)
+    assert stamps.waited(stamped(2.0)) == pytest.approx(2.0, abs=0.05)
     assert stamps.waited({}) is None
     records: list[logging.LogRecord] = []
     recorder = logging.Handler(logging.WARNING)
@@ -35,7 +36,7 @@ def test_a_stamp_counts_only_where_haproxy_wrote_it_and_clock_skew_is_reported_o
     logger = logging.getLogger("ray.serve.optiserve")
     logger.addHandler(recorder)
     try:
-        assert stamps.waited(_stamped(-30.0)) is None and stamps.waited(_stamped(-30.0)) is None
+        assert stamps.waited(stamped(-30.0)) is None and stamps.waited(stamped(-30.0)) is None
     finally:
         logger.removeHandler(recorder)
     (warning,) = [record.getMessage() for record in records]
