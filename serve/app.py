@@ -6,9 +6,10 @@ own replicas, batcher and cache. The root app at `/` answers the server-wide
 routes (health, server metadata) and 404s for unknown models.
 """
 
-
 import asyncio
 import json
+import logging
+import os
 import time
 import urllib.request
 from importlib import metadata
@@ -20,6 +21,7 @@ from ray import serve
 from starlette.exceptions import HTTPException
 
 from serve.asgi import JSON, ClientGone, InferenceRoutes, Reply, error_reply, json_reply
+from serve.autoscaling import IN_FLIGHT_METRIC
 from serve.binary import HEADER_LENGTH, binary_inputs, binary_outputs, split_body
 from serve.batcher import BatchError, Batcher, DeadlineExceeded, QueueFull
 from serve.cache import ResultCache, cache_key
@@ -32,10 +34,13 @@ from serve.protocol import (
     InferenceRequest, ProtocolError, decode_inputs, encode_response, model_metadata, parse_request,
     requested_outputs, requested_timeout_ms,
 )
+from serve.replica_http import ReplicaHTTPServer, log_failure, replica_http_enabled
+from serve.repository import route_prefix
 from serve.settings import RuntimeConfig, ServeSettings
 from serve.shared_cache import RedisTier
 from serve.text import tokenize_in_calling_thread
 
+logger = logging.getLogger("ray.serve.optiserve")
 CACHE_HEADER = "X-Optiserve-Cache"  # hit, coalesced, miss, or off: where an answer came from
 
 
@@ -169,10 +174,36 @@ class ModelServer:
             # GPU calls stay in the batcher's thread: their first call of a shape may capture a CUDA graph
             inline_below_s=settings.inline_call_us / 1e6 if self._model.on_cpu else 0.0,
         )
+        self._asgi_app = InferenceRoutes(self.answer_inference, model_api(self))
+        self._http: ReplicaHTTPServer | None = None
+        self._http_started: asyncio.Task | None = None
+        if replica_http_enabled(dict(os.environ)):  # HAProxy sends this model's requests to our own server
+            prefix = route_prefix(self._manifest.name, self._manifest.version, self._versions[0] == self._manifest.version)
+            self._http = ReplicaHTTPServer(self.answer_inference, self._asgi_app, prefix, settings.max_body_bytes)
+            self._http_started = asyncio.get_running_loop().create_task(self._http.listen_beside_ray(dict(os.environ)))
+            self._http_started.add_done_callback(log_failure)
+
+    def check_health(self) -> None:
+        """Ray Serve calls this periodically: a replica whose own HTTP server failed to start is replaced."""
+        started = self._http_started
+        if started is not None and started.done() and not started.cancelled() and started.exception():
+            raise RuntimeError(f"this replica's HTTP server did not start: {started.exception()}")
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Ray Serve's custom autoscaling metrics: requests in flight on this replica's own HTTP server, which
+        Ray's own count does not see (serve/autoscaling.py adds them)."""
+        return {IN_FLIGHT_METRIC: self._http.load_since_last_report() if self._http is not None else 0.0}
+
+    async def __del__(self) -> None:
+        """Ray Serve calls this once its drain is over: stop listening, let requests in flight finish."""
+        if self._http is not None:
+            unanswered = await self._http.close(timeout_s=self._config.request_timeout_ms / 1000)
+            if unanswered:
+                logger.warning("optiserve: replica stopping with %d requests unanswered", unanswered)
 
     def __serve_build_asgi_app__(self):
         """Ray Serve calls this after __init__: inference on the bare ASGI path, the rest through FastAPI."""
-        return InferenceRoutes(self.answer_inference, model_api(self))
+        return self._asgi_app
 
     def reconfigure(self, user_config: dict) -> None:
         """Ray Serve calls this with the deployment's `user_config`: batching and cache change live."""

@@ -64,6 +64,7 @@ class AdmissionPolicy:
     reject_status: int  # answer to a refused request (503 or 429), with Retry-After
     listen_after_apps: tuple[str, ...] = ()  # keep the HTTP port closed until each of these apps has a replica
     quiet_requests: bool = False  # no log line per request (events are still logged)
+    replica_http: bool = False  # model traffic to each replica's own server (serve/replica_http.py), not Ray's
 
     def __post_init__(self) -> None:
         if not isinstance(self.listen_after_apps, tuple) or not all(
@@ -76,8 +77,9 @@ class AdmissionPolicy:
                 raise ValueError(f"{POLICY_VARIABLE}: {name} must be a positive integer, got {value!r}")
         if self.reject_status not in (429, 503):
             raise ValueError(f"{POLICY_VARIABLE}: reject_status must be 429 or 503, got {self.reject_status}")
-        if not isinstance(self.quiet_requests, bool):
-            raise ValueError(f"{POLICY_VARIABLE}: quiet_requests must be true or false, got {self.quiet_requests!r}")
+        for name in ("quiet_requests", "replica_http"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{POLICY_VARIABLE}: {name} must be true or false, got {getattr(self, name)!r}")
 
     def to_environment(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -95,7 +97,23 @@ class AdmissionPolicy:
         except (TypeError, AttributeError, json.JSONDecodeError) as error:
             raise ValueError(f"{POLICY_VARIABLE}={text!r}: expected a JSON object with the fields "
                              f"replica_maxconn, queue_per_replica, queue_timeout_ms, reject_status, and optionally "
-                             f"listen_after_apps and quiet_requests ({error})") from None
+                             f"listen_after_apps, quiet_requests and replica_http ({error})") from None
+
+
+RAY_PORT_RANGE = ("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT")
+RAY_PORT_DEFAULTS = (30000, 31000)  # Ray Serve 2.60's defaults for the two variables above
+
+
+def ray_port_range(environ: dict[str, str]) -> tuple[int, int]:
+    """[first, last] of the ports Ray gives replicas' HTTP servers on this node."""
+    first, last = (int(environ.get(name, default)) for name, default in zip(RAY_PORT_RANGE, RAY_PORT_DEFAULTS))
+    return first, last
+
+
+def port_offset(environ: dict[str, str]) -> int:
+    """How far above Ray's port for a replica its own HTTP server listens: just past Ray's whole range."""
+    first, last = ray_port_range(environ)
+    return last - first + 1
 
 
 def shim_path() -> str:
@@ -160,6 +178,18 @@ def _model_admission(backend: str, policy: AdmissionPolicy) -> list[str]:
     ]
 
 
+_SERVER_ADDRESS = re.compile(r"^(\s+server\s+\S+\s+)(\S+):(\d+)(\s.*)?$")
+
+
+def _to_replica_http(line: str, offset: int) -> str:
+    """A replica's server line sending traffic to its own server (Ray's port + `offset`), health checks to Ray's."""
+    match = _SERVER_ADDRESS.match(line)
+    if match is None:
+        raise ValueError(f"expected a server line '    server NAME HOST:PORT ...', got {line!r}")
+    lead, host, port, rest = match.group(1), match.group(2), int(match.group(3)), match.group(4) or ""
+    return f"{lead}{host}:{port + offset}{rest} port {port}"
+
+
 def _sectioned(lines: list[str]) -> Iterator[tuple[tuple[str, str], str, bool]]:
     """Each line with its section's (kind, name), e.g. ("backend", "http-digits"), and whether it opens it."""
     section = ("", "")
@@ -176,10 +206,13 @@ def apps_with_replicas(config: str) -> set[str]:
             if kind == "backend" and name.startswith("http-") and line.strip().startswith("server SERVE_REPLICA_")}
 
 
-def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, Path], closed: bool = False) -> str:
+def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, Path], closed: bool = False,
+                   replica_port_offset: int = 0) -> str:
     """Ray's generated HAProxy configuration with optiserve's admission control added (see module doc).
 
     `closed` disables the HTTP frontend: HAProxy runs, but its port stays closed.
+    `replica_port_offset` (with `policy.replica_http`): model replicas' own servers listen this far above
+    Ray's ports for them.
     """
     lines = config.splitlines()
     model_backends = {match.group(1) for line in lines if (match := _MODEL_ACL.match(line))}
@@ -210,6 +243,8 @@ def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, 
             if stripped.startswith("timeout queue "):
                 continue  # replaced by the policy's
             if stripped.startswith("server SERVE_REPLICA_"):
+                if replica_port_offset:
+                    line = _to_replica_http(line, replica_port_offset)
                 line = f"{line} maxconn {policy.replica_maxconn}"
         out.append(line)
     return "\n".join(out) + "\n"
@@ -261,7 +296,8 @@ def rewrite_in_place(path: Path, policy: AdmissionPolicy) -> None:
         pages = write_error_pages(path.parent)
         closed = not port_opens(path.parent, config, policy)
         staging = path.with_name(f"{path.name}.optiserve.tmp")
-        staging.write_text(rewrite_config(config, policy, pages, closed))
+        offset = port_offset(dict(os.environ)) if policy.replica_http else 0
+        staging.write_text(rewrite_config(config, policy, pages, closed, offset))
         os.replace(staging, path)
 
 

@@ -33,8 +33,13 @@ class ServedVersion:
 
     @property
     def route_prefix(self) -> str:
-        base = f"/v2/models/{self.manifest.name}"
-        return base if self.newest else f"{base}/versions/{self.manifest.version}"
+        return route_prefix(self.manifest.name, self.manifest.version, self.newest)
+
+
+def route_prefix(name: str, version: str, newest: bool) -> str:
+    """Where a model version's application is routed: the newest at /v2/models/{name}, others under versions/."""
+    base = f"/v2/models/{name}"
+    return base if newest else f"{base}/versions/{version}"
 
 
 def version_key(version: str) -> tuple:

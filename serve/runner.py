@@ -46,6 +46,7 @@ def ray_serve_environment(settings: ServeSettings, apps: tuple[str, ...] = ()) -
                 listen_after_apps=tuple(apps),
                 # Ray's HAProxy metrics are parsed from the per-request lines; access_log asks for them too
                 quiet_requests=not (settings.ingress_request_metrics or settings.access_log),
+                replica_http=settings.replica_http,
             ).to_environment()
     return environment
 
@@ -101,7 +102,7 @@ def start(
     return served
 
 
-REPLICA_PORT_BLOCK = 100  # ports for one server's replicas: a restarted replica's old port rests for 150 s
+REPLICA_PORT_BLOCK = 200  # ports for one server's replicas: a restarted replica's old port rests for 150 s
 REPLICA_PORT_BLOCKS = range(20_000, 30_000, REPLICA_PORT_BLOCK)  # below Linux's ephemeral ports (32768-)
 
 
@@ -134,13 +135,16 @@ def _check_port_free(host: str, port: int) -> None:
 
 def own_ports_environment(block: tuple[int, int]) -> dict[str, str]:
     """Ray Serve's listening ports for one embedded server, all inside `block`: its replicas', and its
-    fallback proxy's (Ray's defaults, 8500 and 9500, are the same for every Ray instance on the host)."""
+    fallback proxy's (Ray's defaults, 8500 and 9500, are the same for every Ray instance on the host), and
+    room above the replicas' for their own servers (serve/replica_http.py)."""
     first, end = block
+    replica_ports = (end - first - 2) // 2  # the 2 fallback proxy ports at the top; Ray's, then the replicas' own
     return {
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(end - 1),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(end - 2),
+        # each replica's own server listens just past this range (serve/ingress.py, port_offset)
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(first),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(end - 2),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(first + replica_ports - 1),
     }
 
 

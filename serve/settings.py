@@ -127,6 +127,12 @@ class ServeSettings(BaseSettings):
         "queued per replica, without the busy replica having to read the request (serve/ingress.py). It also "
         "answers HAProxy's own errors in JSON. False runs the configuration Ray writes, unchanged",
     )
+    replica_http: bool = Field(
+        True, description="HAProxy ingress with admission: each model replica answers HTTP on its own server "
+        "(serve/replica_http.py), beside Ray Serve's, and HAProxy sends the model's requests there; health checks "
+        "and draining stay Ray's. Digits served 2x the requests per second at 8 clients on 2 cores "
+        "(docs/BENCHMARKS.md). Autoscaling then needs serve.autoscaling:ongoing_requests_policy (deploy/)",
+    )
     ingress_queue_per_replica: int = Field(
         64, ge=1, description="HAProxy ingress with admission: requests queued per usable model replica before "
         "new ones are refused; bounds the wait of accepted requests under overload",

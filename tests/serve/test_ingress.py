@@ -175,7 +175,8 @@ def test_the_command_fails_loudly_without_its_policy(tmp_path):
 
 def test_the_policy_round_trips_through_the_environment():
     assert AdmissionPolicy.from_environment({ingress.POLICY_VARIABLE: POLICY.to_environment()}) == POLICY
-    waiting = AdmissionPolicy(1, 2, 3, 503, listen_after_apps=("digits", "minilm-v2"), quiet_requests=True)
+    waiting = AdmissionPolicy(1, 2, 3, 503, listen_after_apps=("digits", "minilm-v2"), quiet_requests=True,
+                              replica_http=True)
     assert AdmissionPolicy.from_environment({ingress.POLICY_VARIABLE: waiting.to_environment()}) == waiting
 
 
@@ -194,6 +195,8 @@ def test_the_policy_round_trips_through_the_environment():
      "replica_maxconn must be a positive integer"),
     ('{"replica_maxconn": 1, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503, '
      '"quiet_requests": "yes"}', "quiet_requests must be true or false"),
+    ('{"replica_maxconn": 1, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503, '
+     '"replica_http": 1}', "replica_http must be true or false"),
 ])
 def test_a_bad_policy_says_what_was_expected(text, expected):
     with pytest.raises(ValueError, match=expected):
@@ -313,16 +316,22 @@ class _HeaderRecorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _recording_server(handler) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @contextlib.contextmanager
-def _ray_haproxy(directory: Path, policy: AdmissionPolicy, log_port: int) -> Iterator[str]:
-    """Real HAProxy on the configuration Ray writes, rewritten, with its digits replica a _HeaderRecorder and its
-    log sent to `log_port` here; yields the digits inference URL."""
-    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HeaderRecorder)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
+def _ray_haproxy(directory: Path, policy: AdmissionPolicy, log_port: int, digits_port: int | None = None
+                 ) -> Iterator[str]:
+    """Real HAProxy on the configuration Ray writes, rewritten, with its digits replica a _HeaderRecorder (or
+    whatever listens on `digits_port`) and its log sent to `log_port` here; yields the digits inference URL."""
+    backend = _recording_server(_HeaderRecorder)
     path = _rays_own_config(directory, digits_servers=1)
     port = _free_port()
     config = path.read_text()
-    for ray_writes, here in [("127.0.0.1:30001", f"127.0.0.1:{backend.server_address[1]}"),
+    for ray_writes, here in [("127.0.0.1:30001", f"127.0.0.1:{digits_port or backend.server_address[1]}"),
                              ("log 127.0.0.1:514", f"log 127.0.0.1:{log_port}"),
                              ("bind 127.0.0.1:8000", f"bind 127.0.0.1:{port}"),
                              ("bind :9101", f"bind 127.0.0.1:{_free_port()}"),
@@ -385,3 +394,53 @@ def test_haproxy_stamps_each_request_with_when_it_arrived_replacing_the_clients(
     assert _HeaderRecorder.stamps, "no request reached the backend through HAProxy"
     stamp = _HeaderRecorder.stamps[-1]
     assert stamp is not None and before_ms - 1 <= int(stamp) <= after_ms + 1, (stamp, before_ms, after_ms)
+
+
+class _PathRecorder(http.server.BaseHTTPRequestHandler):
+    """Answers 200 to anything and records (its port, method, path)."""
+
+    seen: list[tuple[int, str, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._answer()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self._answer()
+
+    def _answer(self) -> None:
+        _PathRecorder.seen.append((self.server.server_address[1], self.command, self.path))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_with_replica_http_requests_go_to_the_replicas_own_port_and_health_checks_to_rays(tmp_path, monkeypatch):
+    rays, own = sorted((_recording_server(_PathRecorder) for _ in range(2)), key=lambda s: s.server_address[1])
+    ray_port, own_port = rays.server_address[1], own.server_address[1]
+    # the replicas' own servers listen one Ray port range above Ray's: a range of own - ray ports
+    monkeypatch.setenv(ingress.RAY_PORT_RANGE[0], "1")
+    monkeypatch.setenv(ingress.RAY_PORT_RANGE[1], str(own_port - ray_port))
+    policy = AdmissionPolicy(128, 64, 2500, 503, replica_http=True)
+    with _ray_haproxy(tmp_path, policy, _free_port(socket.SOCK_DGRAM), digits_port=ray_port) as url:
+        line = next(line for line in (tmp_path / "haproxy.cfg").read_text().splitlines() if "SERVE_REPLICA_digits" in line)
+        assert f"127.0.0.1:{own_port} " in line and line.endswith(f" port {ray_port} maxconn 128"), line
+        for _ in range(3):
+            _send_until_answered(urllib.request.Request(url, data=b"{}"))
+        deadline = time.monotonic() + 5
+        while not any(port == ray_port for port, _, _ in _PathRecorder.seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    posts = {port for port, method, _ in _PathRecorder.seen if method == "POST"}
+    checks = {(port, path) for port, method, path in _PathRecorder.seen if method == "GET"}
+    assert posts == {own_port}, _PathRecorder.seen
+    assert (ray_port, "/-/healthz") in checks and not any(port == own_port for port, _ in checks), _PathRecorder.seen
+    rays.shutdown()
+    own.shutdown()
+
+
+def test_without_replica_http_the_replicas_keep_rays_ports(rewritten):
+    _, config = rewritten
+    assert "127.0.0.1:30001 check" in config and " port 30001" not in config

@@ -1,0 +1,325 @@
+"""Each model replica's own HTTP/1.1 server, where HAProxy sends the model's requests.
+
+Ray Serve answers a replica's HTTP through uvicorn and its own ASGI wrapper: request-id middleware, a
+disconnect watcher (two tasks and an `asyncio.wait` per request), ongoing-request accounting and request
+metrics. On 2 cores that path cost more than the digits model itself: measured through the same HAProxy,
+this server answered 2x the requests per second at 8 clients and 2.5x at 32 (docs/BENCHMARKS.md,
+"Each replica's own HTTP server").
+
+The server listens beside Ray's: on Ray's port for the replica plus a fixed offset, on the same address, so
+that the HAProxy rewrite (serve/ingress.py) can point each replica's server line at it from Ray's generated
+configuration alone, while HAProxy's health checks still go to Ray's port and so still follow Ray's view of
+the replica (its drain closes that port). Inference POSTs go straight to the model server's `answer`; any
+other request (metadata, readiness, 404s) goes to the same ASGI app Ray would have called.
+
+What Ray's path did and this one does instead:
+- in-flight requests are counted here: a replica reports them for autoscaling (`load_since_last_report`,
+  read by serve/autoscaling.py), and its stop waits for them (`close`);
+- a client that disconnects cancels its request (its connection's task is cancelled);
+- per-request metrics are optiserve's own (serve/metrics.py); Ray's HTTP request metrics do not count these.
+
+Each connection answers its requests in order, one at a time (HTTP/1.1 pipelining is answered in order).
+Bodies over `max_body_bytes` get 413 as soon as the size is known, then the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+import httptools
+
+from serve.asgi import Answer, ClientGone, Reply, error_reply, inference_version
+from serve.ingress import POLICY_VARIABLE, AdmissionPolicy, port_offset, ray_port_range
+
+logger = logging.getLogger("ray.serve.optiserve")
+
+FIND_RAY_PORT_EVERY_S = 0.01
+
+
+def ray_listening_port(port_range: tuple[int, int]) -> tuple[str, int] | None:
+    """The (address, port) this process listens on inside Ray's replica port range: Ray's server for it."""
+    import psutil
+
+    first, last = port_range
+    for connection in psutil.Process().net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and first <= connection.laddr.port <= last:
+            return connection.laddr.ip, connection.laddr.port
+    return None
+
+
+_date_cache: list = [0, b""]
+
+
+def _date_header() -> bytes:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[:] = [now, b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"]
+    return _date_cache[1]
+
+
+def response_bytes(status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> bytes:
+    """One whole HTTP/1.1 response: status line, headers (content-length added), body; written in one send."""
+    try:
+        reason = HTTPStatus(status).phrase.encode()
+    except ValueError:
+        reason = b""
+    head = [b"HTTP/1.1 %d %s\r\n" % (status, reason), _date_header()]
+    head += [name + b": " + value + b"\r\n" for name, value in headers if name != b"content-length"]
+    head.append(b"content-length: %d\r\n" % len(body))
+    if not keep_alive:
+        head.append(b"connection: close\r\n")
+    head.append(b"\r\n")
+    return b"".join(head) + body
+
+
+def reply_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", reply.content_type.encode())] + [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
+
+
+class _Request:
+    __slots__ = ("method", "url", "headers", "body", "keep_alive")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.keep_alive = True
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection (HAProxy's, kept alive): parse requests, answer them in order."""
+
+    def __init__(self, server: "ReplicaHTTPServer") -> None:
+        self._server = server
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._request = _Request()
+        self._body_size = 0
+        self._refused = False  # an answer that closes the connection was sent: ignore what follows
+        self._tail: asyncio.Task | None = None  # the last request's task; each waits for the one before
+
+    # --- asyncio.Protocol
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+        self._server.connections.add(self)
+
+    def connection_lost(self, error) -> None:
+        self._server.connections.discard(self)
+        if self._tail is not None and not self._tail.done():
+            self._tail.cancel()  # the client is gone: nobody to answer
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, "protocol upgrades are not served here")
+        except httptools.HttpParserError as error:
+            self._refuse(400, f"malformed HTTP/1.1 request: {error}")
+
+    # --- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._request = _Request()
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._request.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._request.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        declared = self._request.headers.get("content-length", "")
+        limit = self._server.max_body_bytes
+        if declared.isdigit() and int(declared) > limit:
+            self._refuse(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
+        elif self._request.headers.get("expect", "").lower() == "100-continue":
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return
+        self._body_size += len(body)
+        if self._body_size > self._server.max_body_bytes:
+            self._refuse(413, f"request body exceeds the limit of {self._server.max_body_bytes} bytes")
+            return
+        self._request.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        request = self._request
+        request.method = self._parser.get_method()
+        request.keep_alive = self._parser.should_keep_alive()
+        self._tail = asyncio.get_running_loop().create_task(self._answer_in_turn(self._tail, request))
+
+    # --- answering
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer at once and close: the rest of this connection's bytes cannot be trusted or are unwanted."""
+        self._refused = True
+        reply = error_reply(status, message)
+        self._transport.write(response_bytes(status, reply_headers(reply), reply.body, keep_alive=False))
+        self._transport.close()
+
+    async def _answer_in_turn(self, previous: asyncio.Task | None, request: _Request) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.shield(previous)  # cancelling this request must not cancel the one before
+        self._server.request_started()
+        try:
+            status, headers, body = await self._server.respond(request)
+        except ClientGone:
+            return
+        finally:
+            self._server.request_finished()
+        if not self._transport.is_closing():
+            self._transport.write(response_bytes(status, headers, body, request.keep_alive))
+            if not request.keep_alive:
+                self._transport.close()
+
+
+class ReplicaHTTPServer:
+    """The server for one model replica: `answer` for inference POSTs under `prefix`, `app` (ASGI) otherwise."""
+
+    def __init__(self, answer: Answer, app, prefix: str, max_body_bytes: int) -> None:
+        self._answer = answer
+        self._app = app
+        self._prefix = prefix
+        self.max_body_bytes = max_body_bytes
+        self.connections: set[_Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._load_area = 0.0  # in-flight requests x seconds since the last report
+        self._load_since = self._load_changed = time.monotonic()
+        self.address: tuple[str, int] | None = None
+
+    # --- lifecycle
+
+    async def listen_beside_ray(self, environ: dict[str, str], timeout_s: float = 120.0) -> tuple[str, int]:
+        """Wait for Ray's HTTP server in this replica, then listen on its port + the offset, same address."""
+        port_range = ray_port_range(environ)
+        deadline = time.monotonic() + timeout_s
+        while (ray := ray_listening_port(port_range)) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Ray's HTTP server for this replica never listened in {port_range} "
+                                   f"within {timeout_s:g} s")
+            await asyncio.sleep(FIND_RAY_PORT_EVERY_S)
+        host, port = ray[0], ray[1] + port_offset(environ)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=2048)
+        self.address = (host, port)
+        return self.address
+
+    async def close(self, timeout_s: float) -> int:
+        """Stop listening, wait up to `timeout_s` for requests in flight; returns how many were still unanswered."""
+        if self._server is not None:
+            self._server.close()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        for connection in list(self.connections):
+            connection._transport.close()
+        return self._in_flight
+
+    # --- load, for autoscaling
+
+    def request_started(self) -> None:
+        self._account()
+        self._in_flight += 1
+        self._idle.clear()
+
+    def request_finished(self) -> None:
+        self._account()
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    def _account(self) -> None:
+        now = time.monotonic()
+        self._load_area += self._in_flight * (now - self._load_changed)
+        self._load_changed = now
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def load_since_last_report(self) -> float:
+        """Mean requests in flight since the last call (time-weighted), then start a new period."""
+        self._account()
+        now = time.monotonic()
+        mean = self._load_area / (now - self._load_since) if now > self._load_since else float(self._in_flight)
+        self._load_area, self._load_since = 0.0, now
+        return mean
+
+    # --- requests
+
+    async def respond(self, request: _Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        body = b"".join(request.body)
+        url = httptools.parse_url(request.url)
+        path = url.path.decode("latin-1")
+        if request.method == b"POST":
+            matched, version = inference_version(path, self._prefix)
+            if matched:
+                async def read(max_bytes: int) -> bytes:
+                    return body  # already held to max_body_bytes while it arrived
+
+                reply = await self._answer(request.headers, read, version)
+                return reply.status, reply_headers(reply), reply.body
+        return await self._call_app(request, path, url.query or b"", body)
+
+    async def _call_app(self, request: _Request, path: str, query: bytes, body: bytes):
+        """Any other request, through the ASGI app Ray would have called, with the scope Ray would give it."""
+        scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+            "method": request.method.decode("latin-1"), "scheme": "http", "path": path,
+            "raw_path": request.url.split(b"?", 1)[0], "query_string": query, "root_path": self._prefix,
+            "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in request.headers.items()],
+            "server": self.address, "client": None,
+        }
+        delivered = False
+        gone = asyncio.Event()
+
+        async def receive() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()  # the ASGI app waits for a disconnect only once it has its answer; never here
+            return {"type": "http.disconnect"}
+
+        started: dict = {}
+        chunks: list[bytes] = []
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                started.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self._app(scope, receive, send)
+        if not started:
+            reply = error_reply(500, f"internal error: no answer for {request.method.decode()} {path}")
+            return reply.status, reply_headers(reply), reply.body
+        return started["status"], [(bytes(n).lower(), bytes(v)) for n, v in started.get("headers", [])], b"".join(chunks)
+
+
+def log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("optiserve: this replica's HTTP server did not start: %s", task.exception())
+
+
+def replica_http_enabled(environ: dict[str, str]) -> bool:
+    """Whether this node's HAProxy sends model traffic to the replicas' own servers (serve/ingress.py's policy)."""
+    return bool(environ.get(POLICY_VARIABLE)) and AdmissionPolicy.from_environment(environ).replica_http
+

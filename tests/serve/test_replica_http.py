@@ -1,0 +1,302 @@
+"""A replica's own HTTP server (serve/replica_http.py) on real loopback sockets, without Ray.
+
+A listening socket in this process stands in for Ray's server for the replica: the server finds it in the
+port range the environment names and listens just above that range.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import socket
+
+import pytest
+
+from serve.asgi import Reply
+from serve.autoscaling import IN_FLIGHT_METRIC, ongoing_requests_policy
+from serve.ingress import RAY_PORT_RANGE
+from serve.replica_http import ReplicaHTTPServer, response_bytes
+
+PREFIX = "/v2/models/digits"
+
+
+def in_event_loop(test):
+    """Run an async test function on a fresh event loop (asyncio.run)."""
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+    return run
+
+
+def _free_pair() -> tuple[socket.socket, int]:
+    """A listening socket on some port P (Ray's stand-in) where P + 1 is free too."""
+    for _ in range(50):
+        ray = socket.socket()
+        ray.bind(("127.0.0.1", 0))
+        port = ray.getsockname()[1]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                ray.close()
+                continue
+        ray.listen()
+        return ray, port
+    raise RuntimeError("no two free ports in a row")
+
+
+class Model:
+    """`answer` for inference POSTs: echoes what it got; `hold` makes it wait for a signal."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict, bytes, str | None]] = []
+        self.hold: asyncio.Event | None = None
+        self.cancelled = 0
+
+    async def answer(self, headers, read_body, version):
+        body = await read_body(1 << 20)
+        self.calls.append((headers, body, version))
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return Reply(200, json.dumps({"got": body.decode(), "version": version}).encode(), headers={"X-Cache": "miss"})
+
+
+async def other_routes(scope, receive, send):
+    """The ASGI app for everything that is not inference: echoes its scope."""
+    message = await receive()
+    body = json.dumps({"method": scope["method"], "path": scope["path"], "root_path": scope["root_path"],
+                       "query": scope["query_string"].decode(), "body": message["body"].decode()}).encode()
+    await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def model() -> Model:
+    return Model()
+
+
+async def _serving(model: Model, max_body_bytes: int = 1000) -> tuple[ReplicaHTTPServer, socket.socket]:
+    ray, port = _free_pair()
+    server = ReplicaHTTPServer(model.answer, other_routes, PREFIX, max_body_bytes)
+    address = await server.listen_beside_ray({RAY_PORT_RANGE[0]: str(port), RAY_PORT_RANGE[1]: str(port)}, timeout_s=5)
+    assert address == ("127.0.0.1", port + 1)
+    return server, ray
+
+
+async def _exchange(port: int, raw: bytes, answers: int = 1) -> list[tuple[int, dict[str, str], bytes]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    out = [await _read_response(reader) for _ in range(answers)]
+    writer.close()
+    return out
+
+
+async def _read_response(reader) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:] if line)}
+    body = await reader.readexactly(int(headers["content-length"]))
+    return status, headers, body
+
+
+def _post(path: str, body: bytes, extra: str = "") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Thing: A\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+@in_event_loop
+async def test_an_inference_post_reaches_the_model_and_gets_one_whole_answer(model):
+    server, ray = await _serving(model)
+    try:
+        [(status, headers, body)] = await _exchange(server.address[1], _post(f"{PREFIX}/infer", b'{"a":1}'))
+        assert status == 200 and json.loads(body) == {"got": '{"a":1}', "version": None}
+        assert headers["x-cache"] == "miss" and headers["content-type"] == "application/json" and "date" in headers
+        seen_headers, _, _ = model.calls[0]
+        assert seen_headers["x-thing"] == "A"  # header names lower-cased, as the ASGI path gave them
+        [(status, _, body)] = await _exchange(server.address[1], _post(f"{PREFIX}/versions/3/infer", b"{}"))
+        assert status == 200 and json.loads(body)["version"] == "3"
+    finally:
+        await server.close(1)
+        ray.close()
+
+
+@in_event_loop
+async def test_other_requests_go_to_the_asgi_app_with_rays_scope(model):
+    server, ray = await _serving(model)
+    try:
+        raw = f"GET {PREFIX}/ready?x=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        [(status, _, body)] = await _exchange(server.address[1], raw)
+        assert status == 201
+        assert json.loads(body) == {"method": "GET", "path": f"{PREFIX}/ready", "root_path": PREFIX,
+                                    "query": "x=1", "body": ""}
+        [(status, _, body)] = await _exchange(server.address[1], _post(f"{PREFIX}/infer/more", b"zz"))
+        assert status == 201 and json.loads(body)["body"] == "zz" and not model.calls
+    finally:
+        await server.close(1)
+        ray.close()
+
+
+@in_event_loop
+async def test_keep_alive_and_pipelined_requests_are_answered_in_order(model):
+    server, ray = await _serving(model)
+    try:
+        raw = b"".join(_post(f"{PREFIX}/infer", f'"{i}"'.encode()) for i in range(3))
+        answers = await _exchange(server.address[1], raw, answers=3)
+        assert [json.loads(body)["got"] for _, _, body in answers] == ['"0"', '"1"', '"2"']
+    finally:
+        await server.close(1)
+        ray.close()
+
+
+@in_event_loop
+async def test_a_body_over_the_limit_gets_413_and_the_connection_closes(model):
+    server, ray = await _serving(model, max_body_bytes=1000)
+    try:
+        declared = _post(f"{PREFIX}/infer", b"x" * 1001)
+        [(status, headers, body)] = await _exchange(server.address[1], declared)
+        assert status == 413 and "exceeds the limit of 1000 bytes" in json.loads(body)["error"]
+        assert headers["connection"] == "close"
+        chunked = (f"POST {PREFIX}/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "258\r\n" + "y" * 600 + "\r\n258\r\n" + "y" * 600 + "\r\n0\r\n\r\n").encode()
+        [(status, _, body)] = await _exchange(server.address[1], chunked)
+        assert status == 413 and "request body exceeds the limit" in json.loads(body)["error"]
+        assert not model.calls
+    finally:
+        await server.close(1)
+        ray.close()
+
+
+@in_event_loop
+async def test_a_malformed_request_gets_400(model):
+    server, ray = await _serving(model)
+    try:
+        [(status, _, body)] = await _exchange(server.address[1], b"NOT HTTP AT ALL\r\n\r\n")
+        assert status == 400 and "malformed HTTP/1.1 request" in json.loads(body)["error"]
+    finally:
+        await server.close(1)
+        ray.close()
+
+
+@in_event_loop
+async def test_expect_100_continue_is_answered_before_the_body(model):
+    server, ray = await _serving(model)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.address[1])
+        writer.write(f"POST {PREFIX}/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     "Content-Length: 2\r\n\r\n".encode())
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"{}")
+        status, _, _ = await _read_response(reader)
+        assert status == 200
+        writer.close()
+    finally:
+        await server.close(1)
+        ray.close()
+
+
+@in_event_loop
+async def test_a_client_that_disconnects_cancels_its_request(model):
+    model.hold = asyncio.Event()
+    server, ray = await _serving(model)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.address[1])
+        writer.write(_post(f"{PREFIX}/infer", b"{}"))
+        while not model.calls:
+            await asyncio.sleep(0.01)
+        assert server.in_flight == 1
+        writer.close()
+        for _ in range(100):
+            if model.cancelled:
+                break
+            await asyncio.sleep(0.01)
+        assert model.cancelled == 1 and server.in_flight == 0
+    finally:
+        await server.close(1)
+        ray.close()
+
+
+@in_event_loop
+async def test_close_stops_listening_and_waits_for_requests_in_flight(model):
+    model.hold = asyncio.Event()
+    server, ray = await _serving(model)
+    port = server.address[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_post(f"{PREFIX}/infer", b"{}"))
+        while not model.calls:
+            await asyncio.sleep(0.01)
+        closing = asyncio.create_task(server.close(timeout_s=5))
+        await asyncio.sleep(0.1)
+        assert not closing.done()  # still waiting for the request
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+        model.hold.set()
+        status, _, _ = await _read_response(reader)
+        assert status == 200 and await closing == 0
+        writer.close()
+    finally:
+        ray.close()
+
+
+@in_event_loop
+async def test_it_waits_for_rays_server_and_fails_clearly_without_it(model):
+    server = ReplicaHTTPServer(model.answer, other_routes, PREFIX, 1000)
+    with pytest.raises(RuntimeError, match="never listened"):
+        await server.listen_beside_ray({RAY_PORT_RANGE[0]: "1", RAY_PORT_RANGE[1]: "2"}, timeout_s=0.05)
+
+
+def test_the_load_reported_is_the_time_weighted_mean_in_flight(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("serve.replica_http.time.monotonic", lambda: clock[0])
+    server = ReplicaHTTPServer(Model().answer, other_routes, PREFIX, 1000)
+    server.load_since_last_report()  # a new period starts at 100 s
+    server.request_started()  # 1 in flight for 2 s
+    clock[0] = 102.0
+    server.request_started()  # 2 in flight for 1 s
+    clock[0] = 103.0
+    server.request_finished()
+    server.request_finished()  # 0 for 1 s
+    clock[0] = 104.0
+    assert server.load_since_last_report() == pytest.approx((1 * 2 + 2 * 1) / 4)
+    clock[0] = 105.0
+    assert server.load_since_last_report() == 0.0
+
+
+def test_the_response_carries_its_length_and_closes_when_asked():
+    raw = response_bytes(504, [(b"content-type", b"application/json"), (b"content-length", b"999")], b"{}", False)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n") and body == b"{}"
+    assert b"content-length: 2\r\n" in head + b"\r\n" and b"999" not in head and b"connection: close" in head
+
+
+class _Config:
+    def get_target_ongoing_requests(self) -> float:
+        return 4.0
+
+
+class _Context:
+    def __init__(self, replicas: int, rays: float, own: dict) -> None:
+        self.current_num_replicas = replicas
+        self.target_num_replicas = replicas
+        self.total_num_requests = rays
+        self.aggregated_metrics = {IN_FLIGHT_METRIC: own} if own is not None else {}
+        self.config = _Config()
+
+
+@pytest.mark.parametrize("replicas, rays, own, desired", [
+    (2, 0.0, {"a": 6.0, "b": 10.0}, 4.0),  # only the replicas' own servers carry load: 16 / 4
+    (2, 8.0, {"a": 0.0, "b": 0.0}, 2.0),  # only Ray's path
+    (1, 2.0, {"a": 2.0}, 1.0),
+    (2, 0.0, None, 0.0),  # no custom metric reported yet
+    (0, 0.0, {}, 0),  # no replica: Ray's own target stands
+])
+def test_the_autoscaling_policy_counts_the_replicas_own_requests(replicas, rays, own, desired):
+    wanted, state = ongoing_requests_policy(_Context(replicas, rays, own))
+    assert wanted == pytest.approx(desired) and state == {}
