@@ -178,8 +178,10 @@ class ModelServer:
         self._http: ReplicaHTTPServer | None = None
         self._http_started: asyncio.Task | None = None
         if replica_http_enabled(dict(os.environ)):  # HAProxy sends this model's requests to our own server
-            prefix = route_prefix(self._manifest.name, self._manifest.version, self._versions[0] == self._manifest.version)
-            self._http = ReplicaHTTPServer(self.answer_inference, self._asgi_app, prefix, settings.max_body_bytes)
+            newest = self._versions[0] == self._manifest.version
+            prefix = route_prefix(self._manifest.name, self._manifest.version, newest)
+            self._http = ReplicaHTTPServer(self.answer_inference, self._asgi_app, prefix, settings.max_body_bytes,
+                                           on_refused=lambda status: self._metrics.observe_request(status, 0.0, "none"))
             self._http_started = asyncio.get_running_loop().create_task(self._http.listen_beside_ray(dict(os.environ)))
             self._http_started.add_done_callback(log_failure)
 

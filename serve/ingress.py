@@ -22,6 +22,9 @@ same arguments). The rewrite:
   RAY_SERVE_HAPROXY_LOG_TARGET default), where nothing listens, so each request cost HAProxy a formatted
   line and a datagram, and the kernel an ICMP port-unreachable answer. Events (a replica up or down) are
   still logged;
+- with `replica_http`, sends each model replica's requests to the replica's own HTTP server
+  (serve/replica_http.py), which listens one Ray port range above Ray's port for it (`port_offset`), and
+  keeps HAProxy's health checks on Ray's port (`port`), so that Ray's drain still takes a replica out;
 - with `listen_after_apps` (the embedded server names its model apps), keeps the HTTP frontend disabled
   (its port closed) until each of them has a replica, so that a starting server refuses connections
   instead of answering errors. Once open, it stays open (a marker file next to the configuration), even

@@ -29,6 +29,7 @@ import logging
 import time
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import Callable
 import httptools
 
 from serve.asgi import Answer, ClientGone, Reply, error_reply, inference_version
@@ -165,7 +166,10 @@ class _Connection(asyncio.Protocol):
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer at once and close: the rest of this connection's bytes cannot be trusted or are unwanted."""
+        if self._refused:
+            return
         self._refused = True
+        self._server.on_refused(status)
         reply = error_reply(status, message)
         self._transport.write(response_bytes(status, reply_headers(reply), reply.body, keep_alive=False))
         self._transport.close()
@@ -178,6 +182,10 @@ class _Connection(asyncio.Protocol):
             status, headers, body = await self._server.respond(request)
         except ClientGone:
             return
+        except Exception as error:  # a bug, but still answered, in JSON
+            logger.exception("optiserve: request failed in the replica's HTTP server")
+            reply = error_reply(500, f"internal error: {error!r}")
+            status, headers, body = reply.status, reply_headers(reply), reply.body
         finally:
             self._server.request_finished()
         if not self._transport.is_closing():
@@ -187,10 +195,15 @@ class _Connection(asyncio.Protocol):
 
 
 class ReplicaHTTPServer:
-    """The server for one model replica: `answer` for inference POSTs under `prefix`, `app` (ASGI) otherwise."""
+    """The server for one model replica: `answer` for inference POSTs under `prefix`, `app` (ASGI) otherwise.
 
-    def __init__(self, answer: Answer, app, prefix: str, max_body_bytes: int) -> None:
+    Requests refused before they are read (400 malformed, 413 too large) are reported to `on_refused`.
+    """
+
+    def __init__(self, answer: Answer, app, prefix: str, max_body_bytes: int,
+                 on_refused: Callable[[int], None] = lambda status: None) -> None:
         self._answer = answer
+        self.on_refused = on_refused  # called with the status of each request refused before it was read
         self._app = app
         self._prefix = prefix
         self.max_body_bytes = max_body_bytes
@@ -311,7 +324,8 @@ class ReplicaHTTPServer:
         if not started:
             reply = error_reply(500, f"internal error: no answer for {request.method.decode()} {path}")
             return reply.status, reply_headers(reply), reply.body
-        return started["status"], [(bytes(n).lower(), bytes(v)) for n, v in started.get("headers", [])], b"".join(chunks)
+        headers = [(bytes(name).lower(), bytes(value)) for name, value in started.get("headers", [])]
+        return started["status"], headers, b"".join(chunks)
 
 
 def log_failure(task: asyncio.Task) -> None:

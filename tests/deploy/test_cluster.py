@@ -35,7 +35,7 @@ def write_config(path: Path, artifact: Path, port: int, **user_config) -> Path:
     for app in model_apps(config):
         app["args"]["artifact_dir"] = str(artifact)
         deployment = app["deployments"][0]
-        deployment["autoscaling_config"] = AUTOSCALING_FOR_TEST
+        deployment["autoscaling_config"] = {**deployment["autoscaling_config"], **AUTOSCALING_FOR_TEST}
         deployment["user_config"] = {**deployment["user_config"], **user_config}
     path.write_text(yaml.safe_dump(config))
     return path

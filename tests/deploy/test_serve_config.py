@@ -39,6 +39,8 @@ def test_every_model_app_has_valid_args_user_config_and_autoscaling():
         scaling = deployment["autoscaling_config"]
         assert 1 <= scaling["min_replicas"] < scaling["max_replicas"]
         assert scaling["target_ongoing_requests"] <= deployment["max_ongoing_requests"]
+        # the replicas' own HTTP servers (on by default) carry the traffic Ray's default policy would not see
+        assert scaling["policy"]["policy_function"] == "serve.autoscaling:ongoing_requests_policy"
         assert args.artifact_dir.is_absolute()
 
 

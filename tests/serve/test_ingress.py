@@ -426,7 +426,8 @@ def test_with_replica_http_requests_go_to_the_replicas_own_port_and_health_check
     monkeypatch.setenv(ingress.RAY_PORT_RANGE[1], str(own_port - ray_port))
     policy = AdmissionPolicy(128, 64, 2500, 503, replica_http=True)
     with _ray_haproxy(tmp_path, policy, _free_port(socket.SOCK_DGRAM), digits_port=ray_port) as url:
-        line = next(line for line in (tmp_path / "haproxy.cfg").read_text().splitlines() if "SERVE_REPLICA_digits" in line)
+        config = (tmp_path / "haproxy.cfg").read_text()
+        line = next(line for line in config.splitlines() if "SERVE_REPLICA_digits" in line)
         assert f"127.0.0.1:{own_port} " in line and line.endswith(f" port {ray_port} maxconn 128"), line
         for _ in range(3):
             _send_until_answered(urllib.request.Request(url, data=b"{}"))

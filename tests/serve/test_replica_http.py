@@ -53,6 +53,7 @@ class Model:
         self.calls: list[tuple[dict, bytes, str | None]] = []
         self.hold: asyncio.Event | None = None
         self.cancelled = 0
+        self.refused: list[int] = []  # statuses of requests the server refused before reading them
 
     async def answer(self, headers, read_body, version):
         body = await read_body(1 << 20)
@@ -82,7 +83,7 @@ def model() -> Model:
 
 async def _serving(model: Model, max_body_bytes: int = 1000) -> tuple[ReplicaHTTPServer, socket.socket]:
     ray, port = _free_pair()
-    server = ReplicaHTTPServer(model.answer, other_routes, PREFIX, max_body_bytes)
+    server = ReplicaHTTPServer(model.answer, other_routes, PREFIX, max_body_bytes, on_refused=model.refused.append)
     address = await server.listen_beside_ray({RAY_PORT_RANGE[0]: str(port), RAY_PORT_RANGE[1]: str(port)}, timeout_s=5)
     assert address == ("127.0.0.1", port + 1)
     return server, ray
@@ -167,7 +168,7 @@ async def test_a_body_over_the_limit_gets_413_and_the_connection_closes(model):
                    "258\r\n" + "y" * 600 + "\r\n258\r\n" + "y" * 600 + "\r\n0\r\n\r\n").encode()
         [(status, _, body)] = await _exchange(server.address[1], chunked)
         assert status == 413 and "request body exceeds the limit" in json.loads(body)["error"]
-        assert not model.calls
+        assert not model.calls and model.refused == [413, 413]  # each counted once
     finally:
         await server.close(1)
         ray.close()
@@ -179,6 +180,7 @@ async def test_a_malformed_request_gets_400(model):
     try:
         [(status, _, body)] = await _exchange(server.address[1], b"NOT HTTP AT ALL\r\n\r\n")
         assert status == 400 and "malformed HTTP/1.1 request" in json.loads(body)["error"]
+        assert model.refused == [400]
     finally:
         await server.close(1)
         ray.close()
@@ -300,3 +302,19 @@ class _Context:
 def test_the_autoscaling_policy_counts_the_replicas_own_requests(replicas, rays, own, desired):
     wanted, state = ongoing_requests_policy(_Context(replicas, rays, own))
     assert wanted == pytest.approx(desired) and state == {}
+
+
+@in_event_loop
+async def test_a_failing_handler_still_gets_one_json_500(model):
+    async def broken(scope, receive, send):
+        raise RuntimeError("boom")
+
+    ray, port = _free_pair()
+    server = ReplicaHTTPServer(model.answer, broken, PREFIX, 1000)
+    await server.listen_beside_ray({RAY_PORT_RANGE[0]: str(port), RAY_PORT_RANGE[1]: str(port)}, timeout_s=5)
+    try:
+        [(status, _, body)] = await _exchange(server.address[1], f"GET {PREFIX} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert status == 500 and "boom" in json.loads(body)["error"]
+    finally:
+        await server.close(1)
+        ray.close()
