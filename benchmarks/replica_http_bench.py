@@ -3,11 +3,12 @@
     .venv/bin/python benchmarks/replica_http_bench.py [--models digits minilm] [--concurrency 1 8 32 128]
         [--repeats 3] [--seconds 6] [--replicas 2]
 
-Starts `optiserve serve` twice per repeat, once with `OPTISERVE_REPLICA_HTTP=true` (the default: HAProxy
-sends model requests to each replica's own server, serve/replica_http.py) and once with `false` (Ray's
-uvicorn and request wrapper in each replica), alternating which goes first. The closed-loop load client
-(benchmarks/load_client.py) sends cache-cold requests at each concurrency after a 2 s warm-up. Prints
-the median requests per second and p50/p99 of each, and the ratio. docs/BENCHMARKS.md records the runs.
+Starts two `optiserve serve` side by side, one with `OPTISERVE_REPLICA_HTTP=true` (the default: HAProxy
+sends model requests to each replica's own server, serve/replica_http.py) and one with `false` (Ray's
+uvicorn and request wrapper in each replica), and measures them in turn, cell by cell, alternating which
+goes first. The closed-loop load client (benchmarks/load_client.py) sends cache-cold requests at each
+concurrency, after a 2 s warm-up. Prints the median requests per second and p50/p99 of each, and the
+ratio. docs/BENCHMARKS.md records the runs.
 """
 
 from __future__ import annotations
@@ -35,27 +36,32 @@ def bodies_for(model: str, artifact: Path):
 
 
 def run(model: str, levels: list[int], repeats: int, seconds: float, replicas: int) -> dict:
+    """Both servers run side by side the whole time (each idle while the other is measured); cells alternate
+    between them, A B then B A, so that a machine that drifts during the run weighs on both alike."""
     artifact = ROOT / "artifacts" / model
     bodies = bodies_for(model, artifact)
-    results: dict[tuple[str, int], list[dict]] = {}
-    for repeat in range(repeats):
-        order = list(SYSTEMS) if repeat % 2 == 0 else list(reversed(SYSTEMS))
-        for system in order:
-            log = Path(tempfile.gettempdir()) / f"replica_http_bench_{model}.log"
-            server = start_server([artifact], log, "--replicas", str(replicas),
-                                  env={"OPTISERVE_REPLICA_HTTP": SYSTEMS[system]})
-            try:
-                url = f"{server.url}/v2/models/{model}/infer"
-                closed_loop(url, bodies, 8, 2.0)  # warm-up
-                for level in levels:
-                    cell = closed_loop(url, bodies, level, seconds)
+    servers = {}
+    try:
+        for system, setting in SYSTEMS.items():
+            log = Path(tempfile.gettempdir()) / f"replica_http_bench_{model}_{setting}.log"
+            servers[system] = start_server([artifact], log, "--replicas", str(replicas),
+                                           env={"OPTISERVE_REPLICA_HTTP": setting})
+        urls = {system: f"{server.url}/v2/models/{model}/infer" for system, server in servers.items()}
+        for url in urls.values():
+            closed_loop(url, bodies, 8, 2.0)  # warm-up
+        results: dict[tuple[str, int], list[dict]] = {}
+        for repeat in range(repeats):
+            for level in levels:
+                order = list(SYSTEMS) if (repeat + levels.index(level)) % 2 == 0 else list(reversed(SYSTEMS))
+                for system in order:
+                    cell = closed_loop(urls[system], bodies, level, seconds)
                     results.setdefault((system, level), []).append(cell)
-                    print(f"{model} repeat {repeat} {system} c={level}: {cell['rps']:.0f} req/s, "
+                    print(f"{model} repeat {repeat} c={level} {system}: {cell['rps']:.0f} req/s, "
                           f"{cell['errors']} errors", flush=True)
-            finally:
-                stop_server(server)
-            time.sleep(2)
-    return results
+        return results
+    finally:
+        for server in servers.values():
+            stop_server(server)
 
 
 def table(model: str, levels: list[int], results: dict) -> str:
@@ -66,8 +72,9 @@ def table(model: str, levels: list[int], results: dict) -> str:
         for system in SYSTEMS:
             cells = results[(system, level)]
             ratio = f"{medians['own server'] / medians[system]:.2f}x" if system == "Ray's path" else ""
+            each = " / ".join(f"{cell['rps']:,.0f}" for cell in cells)
             lines.append(
-                f"| {level} | {system} | {medians[system]:,.0f} | {' / '.join(f'{c['rps']:,.0f}' for c in cells)} | "
+                f"| {level} | {system} | {medians[system]:,.0f} | {each} | "
                 f"{statistics.median(c['p50_ms'] for c in cells):.2f} | "
                 f"{statistics.median(c['p99_ms'] for c in cells):.2f} | {sum(c['errors'] for c in cells)} | {ratio} |")
     return "\n".join(lines)

@@ -87,6 +87,22 @@ def test_health_and_metadata_routes(server):
     assert get(f"{server.url}{MODEL_URL}/versions/1")[0] == 200
 
 
+def test_model_requests_are_answered_by_the_replicas_own_server_and_the_root_app_by_rays(server, held_out):
+    """Ray's replica server (uvicorn) tags each answer with an x-request-id; the replica's own server does not."""
+    async def headers(method: str, url: str, body: dict | None = None) -> dict:
+        async with aiohttp.ClientSession() as session:
+            async with session.request(method, url, json=body) as response:
+                await response.read()
+                assert response.status == 200
+                return {name.lower(): value for name, value in response.headers.items()}
+
+    model = asyncio.run(headers("POST", f"{server.url}{MODEL_URL}/infer", infer_body(held_out[0][:1])))
+    metadata = asyncio.run(headers("GET", f"{server.url}{MODEL_URL}"))
+    root = asyncio.run(headers("GET", f"{server.url}/v2/health/live"))
+    assert "x-request-id" not in model and "x-request-id" not in metadata and "date" in model
+    assert "x-request-id" in root
+
+
 def tolerance(artifact) -> float:
     return read_manifest(artifact).batch_deviation * 1.5 + 1e-5
 

@@ -5,7 +5,9 @@ import socket
 import pytest
 
 from serve import ingress, runner
-from serve.runner import REPLICA_PORT_BLOCK, REPLICA_PORT_BLOCKS, free_port_block, ray_serve_environment
+from serve.runner import (
+    REPLICA_PORT_BLOCK, REPLICA_PORT_BLOCKS, free_port_block, own_ports_environment, ray_serve_environment,
+)
 from serve.settings import ServeSettings
 
 
@@ -34,3 +36,17 @@ def test_haproxy_logs_each_request_only_where_something_reads_the_lines(options,
     policy = ingress.AdmissionPolicy.from_environment(environment)
     assert policy.quiet_requests is quiet and policy.listen_after_apps == ("digits",)
     assert policy.queue_timeout_ms == ServeSettings(**options).ingress_queue_timeout_ms == 10_000
+
+
+@pytest.mark.parametrize("replica_http", [True, False])
+def test_the_replicas_own_servers_follow_the_setting_and_fit_in_the_servers_port_block(replica_http):
+    policy = ingress.AdmissionPolicy.from_environment(
+        ray_serve_environment(ServeSettings(replica_http=replica_http), ("digits",)))
+    assert policy.replica_http is replica_http
+    first, end = free_port_block(8000)
+    ports = own_ports_environment((first, end))
+    ray_first, ray_last = ingress.ray_port_range(ports)
+    own_first, own_last = ray_first + ingress.port_offset(ports), ray_last + ingress.port_offset(ports)
+    proxies = {int(ports["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"]), int(ports["RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"])}
+    assert first == ray_first and ray_last < own_first and own_last < end  # Ray's, then the replicas' own
+    assert not proxies & set(range(ray_first, own_last + 1)) and proxies < set(range(first, end))
