@@ -1,24 +1,18 @@
-"""The Ray Serve application: one Serve app per model plus a root app.
+"""A model's Ray Serve deployment: one artifact behind cache, coalescing, batcher and runtime.
 
-Each model is its own Serve application at route prefix `/v2/models/{name}`,
+Each model version is its own Serve application at route prefix `/v2/models/{name}`,
 so a request reaches the model's replica in one hop and each model gets its
-own replicas, batcher and cache. The root app at `/` answers the server-wide
-routes (health, server metadata) and 404s for unknown models.
+own replicas, batcher and cache. The root app at `/` (serve/root_app.py) answers
+the server-wide routes (health, server metadata) and 404s for unknown models.
 """
 
 import asyncio
-import json
 import logging
 import os
 import time
-import urllib.request
-from importlib import metadata
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
 from ray import serve
-from starlette.exceptions import HTTPException
 
 from serve.asgi import JSON, ClientGone, InferenceRoutes, Reply, error_reply, json_reply
 from serve.autoscaling import IN_FLIGHT_METRIC
@@ -26,12 +20,13 @@ from serve.binary import HEADER_LENGTH, binary_inputs, binary_outputs, split_bod
 from serve.batcher import BatchError, Batcher, DeadlineExceeded, QueueFull
 from serve.cache import ResultCache, cache_key
 from serve.coalesce import Coalescer
-from serve.guards import check_bearer_token, check_element_count, read_body
+from serve.fastapi_routes import model_api
+from serve.guards import check_bearer_token, check_element_count
 from serve.ingress_stamp import IngressStamp
 from serve.metrics import ServeMetrics
 from serve.model import load_model
 from serve.protocol import (
-    InferenceRequest, ProtocolError, decode_inputs, encode_response, model_metadata, parse_request,
+    ProtocolError, decode_inputs, encode_response, model_metadata, parse_request,
     requested_outputs, requested_timeout_ms,
 )
 from serve.replica_http import ReplicaHTTPServer, log_failure, replica_http_enabled
@@ -42,104 +37,6 @@ from serve.text import tokenize_in_calling_thread
 
 logger = logging.getLogger("ray.serve.optiserve")
 CACHE_HEADER = "X-Optiserve-Cache"  # hit, coalesced, miss, or off: where an answer came from
-
-
-def _response(reply: Reply) -> Response:
-    return Response(reply.body, status_code=reply.status, media_type=reply.content_type, headers=reply.headers)
-
-
-def json_response(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return _response(json_reply(body, status, headers))
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return _response(error_reply(status, message, headers))
-
-
-def _version() -> str:
-    try:
-        return metadata.version("optiserve")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _with_json_errors(api: FastAPI) -> FastAPI:
-    """Answer routing and validation failures with {"error": ...} like every other client error."""
-
-    async def http_error(request: Request, error: HTTPException) -> Response:
-        if error.status_code == 404:
-            return error_response(
-                404, f"no route for {request.method} {request.url.path}; see /v2 and /v2/models/{{name}}"
-            )
-        if error.status_code == 405:
-            return error_response(405, f"{request.method} is not allowed on {request.url.path}")
-        return error_response(error.status_code, str(error.detail))
-
-    async def validation_error(request: Request, error: RequestValidationError) -> Response:
-        return error_response(400, f"invalid request: {error.errors()[0].get('msg', 'malformed')}")
-
-    async def bug(request: Request, error: Exception) -> Response:  # still a bug, but answered in JSON
-        return error_response(500, f"internal error: {error!r}")
-
-    api.add_exception_handler(HTTPException, http_error)
-    api.add_exception_handler(RequestValidationError, validation_error)
-    api.add_exception_handler(Exception, bug)
-    return api
-
-
-class _BarePrefixAsRoot:
-    """ASGI middleware: `GET /v2/models/{name}` (the bare route prefix) is the app's `/` route."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"] == scope.get("root_path"):
-            scope = dict(scope, path=scope["path"] + "/")
-        await self.app(scope, receive, send)
-
-
-_INFER_BODY = {"requestBody": {"required": True, "content": {JSON: {"schema": InferenceRequest.model_json_schema()}}}}
-
-
-def model_api(server: "ModelServer") -> FastAPI:
-    """Metadata and readiness routes of one model; the inference routes are here for the OpenAPI schema
-    (and for any caller that bypasses `InferenceRoutes`)."""
-    api = _with_json_errors(FastAPI(title="optiserve model", docs_url=None, redoc_url=None))
-    api.add_middleware(_BarePrefixAsRoot)
-
-    async def answer(request: Request, version: str | None) -> Response:
-        async def read(max_bytes: int) -> bytes:
-            return await read_body(request.headers.get("content-length"), request.stream(), max_bytes)
-
-        return _response(await server.answer_inference(dict(request.headers), read, version))
-
-    @api.post("/infer", openapi_extra=_INFER_BODY)
-    async def infer(request: Request) -> Response:
-        return await answer(request, None)
-
-    @api.post("/versions/{version}/infer", openapi_extra=_INFER_BODY)
-    async def infer_version(version: str, request: Request) -> Response:
-        return await answer(request, version)
-
-    @api.get("/")
-    async def metadata(request: Request) -> Response:
-        return _response(server.metadata(request.headers.get("authorization"), None))
-
-    @api.get("/versions/{version}")
-    async def metadata_version(version: str, request: Request) -> Response:
-        return _response(server.metadata(request.headers.get("authorization"), version))
-
-    @api.get("/ready")
-    async def ready() -> Response:
-        return _response(server.ready(None))
-
-    @api.get("/versions/{version}/ready")
-    async def ready_version(version: str) -> Response:
-        return _response(server.ready(version))
-
-    return api
-
 
 @serve.deployment
 @serve.ingress()
@@ -332,69 +229,3 @@ class ModelServer:
             404, f"model {self._manifest.name!r} has no version {version!r}; versions served: "
                  f"{', '.join(self._versions)}"
         )
-
-
-root_api = _with_json_errors(FastAPI(title="optiserve", docs_url=None, redoc_url=None))
-
-
-def routed_apps(routes_url: str) -> set[str]:
-    """Applications the HTTP ingress routes to now, from its `/-/routes` table ({prefix: app}).
-
-    A Serve application is RUNNING a moment before the ingress has its route: until then, requests for
-    it still reach the root app (503), so readiness waits for the route. Unreachable counts as none.
-    """
-    try:
-        with urllib.request.urlopen(routes_url, timeout=2) as response:
-            return set(json.loads(response.read()).values())
-    except (OSError, ValueError):  # refused, timed out, 503 while the ingress has no routes, not JSON
-        return set()
-
-
-READY_CACHE_S = 1.0
-
-
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
-@serve.ingress(root_api)
-class ServerRoot:
-    """Server-wide KServe V2 routes; anything under /v2/models/ that reaches here is an unknown model,
-    or a served one whose application is not running yet (503)."""
-
-    def __init__(self, models: list[str], apps: "list[str] | None" = None, routes_url: "str | None" = None) -> None:
-        self._models = models
-        self._model_apps = apps or models  # one Serve application per model version
-        self._routes_url = routes_url
-        self._ready = (0.0, False)
-
-    @root_api.get("/v2/health/live")
-    async def live(self) -> Response:
-        return json_response({"live": True})
-
-    @root_api.get("/v2/health/ready")
-    async def ready(self) -> Response:
-        ready = await self._all_models_running()
-        return json_response({"ready": ready}, 200 if ready else 503)
-
-    @root_api.get("/v2")
-    async def server_metadata(self) -> Response:
-        return json_response({"name": "optiserve", "version": _version(), "extensions": []})
-
-    @root_api.api_route("/v2/models/{name}", methods=["GET", "POST"])
-    @root_api.api_route("/v2/models/{name}/{rest:path}", methods=["GET", "POST"])
-    async def unknown_model(self, name: str) -> Response:
-        if name in self._models:  # served, but its application has no route: it is being redeployed
-            return error_response(503, f"model {name!r} is not running yet; retry shortly", {"Retry-After": "1"})
-        available = ", ".join(self._models) or "none"
-        return error_response(404, f"unknown model {name!r}; available models: {available}")
-
-    async def _all_models_running(self) -> bool:
-        checked_at, ready = self._ready
-        if time.monotonic() - checked_at > READY_CACHE_S:
-            statuses = (await asyncio.to_thread(serve.status)).applications  # a blocking controller call
-            ready = all(
-                name in statuses and statuses[name].status == "RUNNING" for name in self._model_apps
-            )
-            if ready and self._routes_url:
-                ready = set(self._model_apps) <= await asyncio.to_thread(routed_apps, self._routes_url)
-            self._ready = (time.monotonic(), ready)
-        return ready
-

@@ -17,8 +17,9 @@ from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
 from optimize.manifest import Manifest, load_verified
-from serve.app import ModelServer, ServerRoot
+from serve.app import ModelServer
 from serve.providers import gpu_present, replica_gpus
+from serve.root_app import ServerRoot
 from serve.settings import ServeSettings
 
 
