@@ -30,6 +30,7 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Callable
+
 import httptools
 
 from serve.asgi import Answer, ClientGone, Reply, error_reply, inference_version
