@@ -7,9 +7,11 @@ port range the environment names and listens just above that range.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import socket
+from typing import AsyncIterator
 
 import pytest
 
@@ -81,12 +83,19 @@ def model() -> Model:
     return Model()
 
 
-async def _serving(model: Model, max_body_bytes: int = 1000) -> tuple[ReplicaHTTPServer, socket.socket]:
+@contextlib.asynccontextmanager
+async def serving(model: Model, max_body_bytes: int = 1000, app=other_routes) -> AsyncIterator[ReplicaHTTPServer]:
+    """The server for `model`, listening beside a stand-in for Ray's; closed afterwards."""
     ray, port = _free_pair()
-    server = ReplicaHTTPServer(model.answer, other_routes, PREFIX, max_body_bytes, on_refused=model.refused.append)
-    address = await server.listen_beside_ray({RAY_PORT_RANGE[0]: str(port), RAY_PORT_RANGE[1]: str(port)}, timeout_s=5)
-    assert address == ("127.0.0.1", port + 1)
-    return server, ray
+    server = ReplicaHTTPServer(model.answer, app, PREFIX, max_body_bytes, on_refused=model.refused.append)
+    try:
+        address = await server.listen_beside_ray({RAY_PORT_RANGE[0]: str(port), RAY_PORT_RANGE[1]: str(port)},
+                                                 timeout_s=5)
+        assert address == ("127.0.0.1", port + 1)
+        yield server
+    finally:
+        await server.close(1)
+        ray.close()
 
 
 async def _exchange(port: int, raw: bytes, answers: int = 1) -> list[tuple[int, dict[str, str], bytes]]:
@@ -114,8 +123,7 @@ def _post(path: str, body: bytes, extra: str = "") -> bytes:
 
 @in_event_loop
 async def test_an_inference_post_reaches_the_model_and_gets_one_whole_answer(model):
-    server, ray = await _serving(model)
-    try:
+    async with serving(model) as server:
         [(status, headers, body)] = await _exchange(server.address[1], _post(f"{PREFIX}/infer", b'{"a":1}'))
         assert status == 200 and json.loads(body) == {"got": '{"a":1}', "version": None}
         assert headers["x-cache"] == "miss" and headers["content-type"] == "application/json" and "date" in headers
@@ -123,15 +131,11 @@ async def test_an_inference_post_reaches_the_model_and_gets_one_whole_answer(mod
         assert seen_headers["x-thing"] == "A"  # header names lower-cased, as the ASGI path gave them
         [(status, _, body)] = await _exchange(server.address[1], _post(f"{PREFIX}/versions/3/infer", b"{}"))
         assert status == 200 and json.loads(body)["version"] == "3"
-    finally:
-        await server.close(1)
-        ray.close()
 
 
 @in_event_loop
 async def test_other_requests_go_to_the_asgi_app_with_rays_scope(model):
-    server, ray = await _serving(model)
-    try:
+    async with serving(model) as server:
         raw = f"GET {PREFIX}/ready?x=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
         [(status, _, body)] = await _exchange(server.address[1], raw)
         assert status == 201
@@ -139,27 +143,19 @@ async def test_other_requests_go_to_the_asgi_app_with_rays_scope(model):
                                     "query": "x=1", "body": ""}
         [(status, _, body)] = await _exchange(server.address[1], _post(f"{PREFIX}/infer/more", b"zz"))
         assert status == 201 and json.loads(body)["body"] == "zz" and not model.calls
-    finally:
-        await server.close(1)
-        ray.close()
 
 
 @in_event_loop
 async def test_keep_alive_and_pipelined_requests_are_answered_in_order(model):
-    server, ray = await _serving(model)
-    try:
+    async with serving(model) as server:
         raw = b"".join(_post(f"{PREFIX}/infer", f'"{i}"'.encode()) for i in range(3))
         answers = await _exchange(server.address[1], raw, answers=3)
         assert [json.loads(body)["got"] for _, _, body in answers] == ['"0"', '"1"', '"2"']
-    finally:
-        await server.close(1)
-        ray.close()
 
 
 @in_event_loop
 async def test_a_body_over_the_limit_gets_413_and_the_connection_closes(model):
-    server, ray = await _serving(model, max_body_bytes=1000)
-    try:
+    async with serving(model, max_body_bytes=1000) as server:
         declared = _post(f"{PREFIX}/infer", b"x" * 1001)
         [(status, headers, body)] = await _exchange(server.address[1], declared)
         assert status == 413 and "exceeds the limit of 1000 bytes" in json.loads(body)["error"]
@@ -169,27 +165,19 @@ async def test_a_body_over_the_limit_gets_413_and_the_connection_closes(model):
         [(status, _, body)] = await _exchange(server.address[1], chunked)
         assert status == 413 and "request body exceeds the limit" in json.loads(body)["error"]
         assert not model.calls and model.refused == [413, 413]  # each counted once
-    finally:
-        await server.close(1)
-        ray.close()
 
 
 @in_event_loop
 async def test_a_malformed_request_gets_400(model):
-    server, ray = await _serving(model)
-    try:
+    async with serving(model) as server:
         [(status, _, body)] = await _exchange(server.address[1], b"NOT HTTP AT ALL\r\n\r\n")
         assert status == 400 and "malformed HTTP/1.1 request" in json.loads(body)["error"]
         assert model.refused == [400]
-    finally:
-        await server.close(1)
-        ray.close()
 
 
 @in_event_loop
 async def test_expect_100_continue_is_answered_before_the_body(model):
-    server, ray = await _serving(model)
-    try:
+    async with serving(model) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.address[1])
         writer.write(f"POST {PREFIX}/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                      "Content-Length: 2\r\n\r\n".encode())
@@ -198,16 +186,12 @@ async def test_expect_100_continue_is_answered_before_the_body(model):
         status, _, _ = await _read_response(reader)
         assert status == 200
         writer.close()
-    finally:
-        await server.close(1)
-        ray.close()
 
 
 @in_event_loop
 async def test_a_client_that_disconnects_cancels_its_request(model):
     model.hold = asyncio.Event()
-    server, ray = await _serving(model)
-    try:
+    async with serving(model) as server:
         _, writer = await asyncio.open_connection("127.0.0.1", server.address[1])
         writer.write(_post(f"{PREFIX}/infer", b"{}"))
         while not model.calls:
@@ -219,17 +203,13 @@ async def test_a_client_that_disconnects_cancels_its_request(model):
                 break
             await asyncio.sleep(0.01)
         assert model.cancelled == 1 and server.in_flight == 0
-    finally:
-        await server.close(1)
-        ray.close()
 
 
 @in_event_loop
 async def test_close_stops_listening_and_waits_for_requests_in_flight(model):
     model.hold = asyncio.Event()
-    server, ray = await _serving(model)
-    port = server.address[1]
-    try:
+    async with serving(model) as server:
+        port = server.address[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(_post(f"{PREFIX}/infer", b"{}"))
         while not model.calls:
@@ -243,8 +223,6 @@ async def test_close_stops_listening_and_waits_for_requests_in_flight(model):
         status, _, _ = await _read_response(reader)
         assert status == 200 and await closing == 0
         writer.close()
-    finally:
-        ray.close()
 
 
 @in_event_loop
@@ -309,12 +287,6 @@ async def test_a_failing_handler_still_gets_one_json_500(model):
     async def broken(scope, receive, send):
         raise RuntimeError("boom")
 
-    ray, port = _free_pair()
-    server = ReplicaHTTPServer(model.answer, broken, PREFIX, 1000)
-    await server.listen_beside_ray({RAY_PORT_RANGE[0]: str(port), RAY_PORT_RANGE[1]: str(port)}, timeout_s=5)
-    try:
+    async with serving(model, app=broken) as server:
         [(status, _, body)] = await _exchange(server.address[1], f"GET {PREFIX} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         assert status == 500 and "boom" in json.loads(body)["error"]
-    finally:
-        await server.close(1)
-        ray.close()
