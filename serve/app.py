@@ -37,6 +37,7 @@ from serve.text import tokenize_in_calling_thread
 
 logger = logging.getLogger("ray.serve.optiserve")
 CACHE_HEADER = "X-Optiserve-Cache"  # hit, coalesced, miss, or off: where an answer came from
+STOP_WAIT_S = 10.0  # longest a stopping replica waits for requests in flight on its own HTTP server
 
 @serve.deployment
 @serve.ingress()
@@ -82,21 +83,26 @@ class ModelServer:
             self._http_started = asyncio.get_running_loop().create_task(self._http.listen_beside_ray(dict(os.environ)))
             self._http_started.add_done_callback(log_failure)
 
-    def check_health(self) -> None:
-        """Ray Serve calls this periodically: a replica whose own HTTP server failed to start is replaced."""
+    async def check_health(self) -> None:
+        """Ray Serve calls this periodically: a replica whose own HTTP server failed to start is replaced.
+        (async: Ray then calls it on the replica's event loop, not in a thread.)"""
         started = self._http_started
         if started is not None and started.done() and not started.cancelled() and started.exception():
             raise RuntimeError(f"this replica's HTTP server did not start: {started.exception()}")
 
-    def record_autoscaling_stats(self) -> dict[str, float]:
+    async def record_autoscaling_stats(self) -> dict[str, float]:
         """Ray Serve's custom autoscaling metrics: requests in flight on this replica's own HTTP server, which
-        Ray's own count does not see (serve/autoscaling.py adds them)."""
+        Ray's own count does not see (serve/autoscaling.py adds them). async: on the event loop that counts
+        them, not in one of Ray's threads."""
         return {IN_FLIGHT_METRIC: self._http.load_since_last_report() if self._http is not None else 0.0}
 
     async def __del__(self) -> None:
-        """Ray Serve calls this once its drain is over: stop listening, let requests in flight finish."""
+        """Ray Serve calls this once its drain is over: stop listening, let requests in flight finish (at most
+        STOP_WAIT_S, within Ray's default graceful_shutdown_timeout_s of 20 s)."""
+        if self._http_started is not None and not self._http_started.done():
+            self._http_started.cancel()  # stopped before Ray's server appeared: never listen
         if self._http is not None:
-            unanswered = await self._http.close(timeout_s=self._config.request_timeout_ms / 1000)
+            unanswered = await self._http.close(timeout_s=min(self._config.request_timeout_ms / 1000, STOP_WAIT_S))
             if unanswered:
                 logger.warning("optiserve: replica stopping with %d requests unanswered", unanswered)
 

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Callable
+from urllib.parse import unquote
 
 import httptools
 
@@ -38,7 +40,7 @@ from serve.ingress import POLICY_VARIABLE, AdmissionPolicy, port_offset, ray_por
 
 logger = logging.getLogger("ray.serve.optiserve")
 
-FIND_RAY_PORT_EVERY_S = 0.01
+FIND_RAY_PORT_EVERY_S = 0.05  # while the replica starts; psutil reads the node's TCP table each time
 
 
 def ray_listening_port(port_range: tuple[int, int]) -> tuple[str, int] | None:
@@ -52,6 +54,21 @@ def ray_listening_port(port_range: tuple[int, int]) -> tuple[str, int] | None:
     return None
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound like Ray's for the replica: on an IPv6 wildcard, IPv4 too (asyncio's own is IPv6 only)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 _date_cache: list = [0, b""]
 
 
@@ -62,15 +79,17 @@ def _date_header() -> bytes:
     return _date_cache[1]
 
 
-def response_bytes(status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> bytes:
-    """One whole HTTP/1.1 response: status line, headers (content-length added), body; written in one send."""
+def response_bytes(status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
+                   content_length: int | None = None) -> bytes:
+    """One whole HTTP/1.1 response: status line, headers (content-length added: the body's, unless given, as
+    for HEAD), body; written in one send."""
     try:
         reason = HTTPStatus(status).phrase.encode()
     except ValueError:
         reason = b""
     head = [b"HTTP/1.1 %d %s\r\n" % (status, reason), _date_header()]
     head += [name + b": " + value + b"\r\n" for name, value in headers if name != b"content-length"]
-    head.append(b"content-length: %d\r\n" % len(body))
+    head.append(b"content-length: %d\r\n" % (len(body) if content_length is None else content_length))
     if not keep_alive:
         head.append(b"connection: close\r\n")
     head.append(b"\r\n")
@@ -94,7 +113,11 @@ class _Request:
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection (HAProxy's, kept alive): parse requests, answer them in order."""
+    """One client connection (HAProxy's, kept alive): parse requests, answer them in order.
+
+    Every answer, early refusals and `100 Continue` included, goes through one chain of tasks (`_tail`),
+    each waiting for the one before, so that answers leave in the order their requests came.
+    """
 
     def __init__(self, server: "ReplicaHTTPServer") -> None:
         self._server = server
@@ -102,8 +125,9 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._request = _Request()
         self._body_size = 0
-        self._refused = False  # an answer that closes the connection was sent: ignore what follows
-        self._tail: asyncio.Task | None = None  # the last request's task; each waits for the one before
+        self._complete = True  # the last request parsed is complete
+        self._ending = False  # a last answer is queued that closes the connection: ignore what follows
+        self._tail: asyncio.Task | None = None  # the last queued answer; each waits for the one before
 
     # --- asyncio.Protocol
 
@@ -117,20 +141,32 @@ class _Connection(asyncio.Protocol):
             self._tail.cancel()  # the client is gone: nobody to answer
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return
+        if self._ending:
+            return  # a refused request's body, or bytes after a request that ends the connection: discarded
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refuse(400, "protocol upgrades are not served here")
+            if self._complete:  # answer the request as plain HTTP/1.1, then close: the upgrade is not served
+                self._end_after_answers()
+            else:
+                self._refuse(400, "protocol upgrades are not served here")
         except httptools.HttpParserError as error:
             self._refuse(400, f"malformed HTTP/1.1 request: {error}")
+
+    @property
+    def idle(self) -> bool:
+        return self._complete and (self._tail is None or self._tail.done())
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
     # --- httptools callbacks
 
     def on_message_begin(self) -> None:
         self._request = _Request()
         self._body_size = 0
+        self._complete = False
 
     def on_url(self, url: bytes) -> None:
         self._request.url += url
@@ -144,10 +180,10 @@ class _Connection(asyncio.Protocol):
         if declared.isdigit() and int(declared) > limit:
             self._refuse(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
         elif self._request.headers.get("expect", "").lower() == "100-continue":
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._queue(self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n"))
 
     def on_body(self, body: bytes) -> None:
-        if self._refused:
+        if self._ending:
             return
         self._body_size += len(body)
         if self._body_size > self._server.max_body_bytes:
@@ -156,32 +192,57 @@ class _Connection(asyncio.Protocol):
         self._request.body.append(body)
 
     def on_message_complete(self) -> None:
-        if self._refused:
+        self._complete = True
+        if self._ending:
             return
         request = self._request
         request.method = self._parser.get_method()
         request.keep_alive = self._parser.should_keep_alive()
-        self._tail = asyncio.get_running_loop().create_task(self._answer_in_turn(self._tail, request))
+        self._queue(self._answer(request))
 
-    # --- answering
+    # --- answering, in turn
+
+    def _queue(self, step) -> None:
+        self._tail = asyncio.get_running_loop().create_task(self._in_turn(self._tail, step))
+
+    async def _in_turn(self, previous: asyncio.Task | None, step) -> None:
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.shield(previous)  # cancelling this one must not cancel the one before
+        except BaseException:
+            step.close()  # never started: nothing to answer on a connection that is going away
+            raise
+        await step
+
+    async def _write_raw(self, data: bytes) -> None:
+        if not self._transport.is_closing():
+            self._transport.write(data)
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer at once and close: the rest of this connection's bytes cannot be trusted or are unwanted."""
-        if self._refused:
+        """Answer `status` after the answers before it, then close: the rest of the bytes are unwanted or
+        cannot be trusted (they are read and dropped meanwhile, so that the client sees the answer)."""
+        if self._ending:
             return
-        self._refused = True
+        self._ending = True
         self._server.on_refused(status)
         reply = error_reply(status, message)
-        self._transport.write(response_bytes(status, reply_headers(reply), reply.body, keep_alive=False))
-        self._transport.close()
+        self._queue(self._write_raw(response_bytes(status, reply_headers(reply), reply.body, keep_alive=False)))
+        self._end_after_answers()
 
-    async def _answer_in_turn(self, previous: asyncio.Task | None, request: _Request) -> None:
-        if previous is not None and not previous.done():
-            await asyncio.shield(previous)  # cancelling this request must not cancel the one before
+    def _end_after_answers(self) -> None:
+        self._ending = True
+
+        async def close() -> None:
+            self._transport.close()
+
+        self._queue(close())
+
+    async def _answer(self, request: _Request) -> None:
         self._server.request_started()
         try:
             status, headers, body = await self._server.respond(request)
         except ClientGone:
+            self._transport.close()
             return
         except Exception as error:  # a bug, but still answered, in JSON
             logger.exception("optiserve: request failed in the replica's HTTP server")
@@ -189,10 +250,19 @@ class _Connection(asyncio.Protocol):
             status, headers, body = reply.status, reply_headers(reply), reply.body
         finally:
             self._server.request_finished()
-        if not self._transport.is_closing():
-            self._transport.write(response_bytes(status, headers, body, request.keep_alive))
-            if not request.keep_alive:
-                self._transport.close()
+        keep_alive = request.keep_alive and not self._server.draining
+        body_length = len(body)
+        if request.method == b"HEAD":
+            body = b""  # the headers a GET would get, no body
+        if self._transport.is_closing():
+            return
+        try:
+            self._transport.write(response_bytes(status, headers, body, keep_alive, body_length))
+        except Exception:  # an answer that cannot be written (a bug): the connection cannot go on in step
+            logger.exception("optiserve: an answer could not be written; closing the connection")
+            keep_alive = False
+        if not keep_alive:
+            self._transport.close()
 
 
 class ReplicaHTTPServer:
@@ -216,6 +286,7 @@ class ReplicaHTTPServer:
         self._load_area = 0.0  # in-flight requests x seconds since the last report
         self._load_since = self._load_changed = time.monotonic()
         self.address: tuple[str, int] | None = None
+        self.draining = False  # stopping: answers close their connections
 
     # --- lifecycle
 
@@ -229,21 +300,26 @@ class ReplicaHTTPServer:
                                    f"within {timeout_s:g} s")
             await asyncio.sleep(FIND_RAY_PORT_EVERY_S)
         host, port = ray[0], ray[1] + port_offset(environ)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=2048)
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Connection(self), sock=_listening_socket(host, port), backlog=2048)
         self.address = (host, port)
         return self.address
 
     async def close(self, timeout_s: float) -> int:
-        """Stop listening, wait up to `timeout_s` for requests in flight; returns how many were still unanswered."""
+        """Stop listening and close idle connections; requests in flight get up to `timeout_s` to be answered,
+        each closing its connection. Returns how many were still unanswered."""
+        self.draining = True
         if self._server is not None:
             self._server.close()
+        for connection in list(self.connections):
+            if connection.idle:
+                connection.close()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except asyncio.TimeoutError:
             pass
         for connection in list(self.connections):
-            connection._transport.close()
+            connection.close()
         return self._in_flight
 
     # --- load, for autoscaling
@@ -281,7 +357,7 @@ class ReplicaHTTPServer:
     async def respond(self, request: _Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         body = b"".join(request.body)
         url = httptools.parse_url(request.url)
-        path = url.path.decode("latin-1")
+        path = unquote(url.path.decode("latin-1"))
         if request.method == b"POST":
             matched, version = inference_version(path, self._prefix)
             if matched:

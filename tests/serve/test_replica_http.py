@@ -290,3 +290,75 @@ async def test_a_failing_handler_still_gets_one_json_500(model):
     async with serving(model, app=broken) as server:
         [(status, _, body)] = await _exchange(server.address[1], f"GET {PREFIX} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         assert status == 500 and "boom" in json.loads(body)["error"]
+
+
+@in_event_loop
+async def test_head_gets_the_headers_without_a_body_and_the_connection_stays_in_step(model):
+    async with serving(model) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.address[1])
+        writer.write(f"HEAD {PREFIX}/ready HTTP/1.1\r\nHost: x\r\n\r\nGET {PREFIX}/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+                     .encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 201") and b"content-length: " in head
+        status, _, body = await _read_response(reader)  # the GET's answer comes next, nothing in between
+        assert status == 201 and json.loads(body)["method"] == "GET"
+        writer.close()
+
+
+@in_event_loop
+async def test_a_refusal_waits_for_the_answers_before_it(model):
+    model.hold = asyncio.Event()
+    async with serving(model, max_body_bytes=1000) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.address[1])
+        writer.write(_post(f"{PREFIX}/infer", b'"first"') + _post(f"{PREFIX}/infer", b"x" * 1001))
+        while not model.calls:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        model.hold.set()
+        first, second = await _read_response(reader), await _read_response(reader)
+        assert first[0] == 200 and json.loads(first[2])["got"] == '"first"'
+        assert second[0] == 413 and second[1]["connection"] == "close"
+        assert await reader.read() == b""  # then the connection closes
+        writer.close()
+
+
+@in_event_loop
+async def test_an_upgrade_request_is_answered_as_plain_http_then_the_connection_closes(model):
+    async with serving(model) as server:
+        raw = f"GET {PREFIX}/ready HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.address[1])
+        writer.write(raw)
+        status, _, body = await _read_response(reader)
+        assert status == 201 and json.loads(body)["path"] == f"{PREFIX}/ready"
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+
+@in_event_loop
+async def test_the_path_is_percent_decoded_as_asgi_asks(model):
+    async with serving(model) as server:
+        [(status, _, body)] = await _exchange(server.address[1], f"GET {PREFIX}/re%61dy HTTP/1.1\r\nHost: x\r\n\r\n"
+                                              .encode())
+        assert status == 201 and json.loads(body)["path"] == f"{PREFIX}/ready"
+
+
+@in_event_loop
+async def test_closing_drops_idle_connections_at_once_and_closes_busy_ones_after_their_answer(model):
+    model.hold = asyncio.Event()
+    async with serving(model) as server:
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", server.address[1])
+        idle_writer.write(_post(f"{PREFIX}/versions/1/infer", b"{}"))
+        model.hold.set()
+        assert (await _read_response(idle_reader))[0] == 200  # kept alive, now idle
+        model.hold.clear()
+        busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", server.address[1])
+        busy_writer.write(_post(f"{PREFIX}/infer", b"{}"))
+        while len(model.calls) < 2:
+            await asyncio.sleep(0.01)
+        closing = asyncio.create_task(server.close(timeout_s=5))
+        assert await asyncio.wait_for(idle_reader.read(), 2) == b""  # the idle one is closed at once
+        model.hold.set()
+        status, headers, _ = await _read_response(busy_reader)
+        assert status == 200 and headers["connection"] == "close" and await closing == 0
+        idle_writer.close()
+        busy_writer.close()
