@@ -8,7 +8,8 @@ exists), every system is started fresh on a free loopback port, warmed up, run
 at each concurrency by the one load client (benchmarks/load_client.py), and
 stopped; the system order rotates every repeat (interleaved). Cells are
 medians over repeats (errors: the total). Also measured: the ceiling
-(onnxruntime in-process, full batches of `concurrency` rows) and the load
+(onnxruntime in-process, the best of several
+batchings of `concurrency` rows in flight) and the load
 client's own ceiling against a no-op server. Peers need `make bench-venvs`.
 """
 
@@ -66,25 +67,31 @@ def body_source(model: str, artifact: Path):
 
 
 def ceiling(model: str, artifact: Path, concurrency: int, seconds: float) -> dict:
-    """The best of four in-process ways to keep `concurrency` rows in flight on every core (compute only).
+    """The best in-process way to keep `concurrency` rows in flight on every core (compute only).
 
     "batch": one session, intra-op threads = cores, full batches of `concurrency` rows (the ideal batch);
     "batch, 1 thread": the same on one thread (small batches pay for waking a second thread);
     "split": one single-thread session per core, each running full batches of its share of the rows;
-    "rows": one single-thread session per core, rows one at a time (no padding: text rows of any length).
-    MiniLM inputs are tokenized (padded to the batch's longest) before the clock starts.
+    "rows": one single-thread session per core, rows one at a time (no padding: text rows of any length);
+    "sorted" (text): as "split", each share sorted by length and cut into groups of similar length, as the
+    replica cuts its batches (serve/text.py), so that little of a call is padding.
+    MiniLM inputs are tokenized (padded to the batch's, or group's, longest) before the clock starts.
     """
     cores = os.cpu_count() or 1
-    strategies = {"batch": (1, cores, concurrency), "batch, 1 thread": (1, 1, concurrency)}
+    strategies = {"batch": (1, cores, concurrency, False), "batch, 1 thread": (1, 1, concurrency, False)}
     if concurrency >= cores:
-        strategies["split"] = (cores, 1, concurrency // cores)
-        strategies["rows"] = (cores, 1, 1)
+        strategies["split"] = (cores, 1, concurrency // cores, False)
+        strategies["rows"] = (cores, 1, 1, False)
+        if model == "minilm":
+            strategies["sorted"] = (cores, 1, concurrency // cores, True)
     results = {name: _ceiling_run(artifact, *plan, seconds / len(strategies)) for name, plan in strategies.items()}
     best = max(results, key=lambda name: results[name]["rps"])
     return {**results[best], "strategy": best, "strategies": {name: r["rps"] for name, r in results.items()}}
 
 
-def _ceiling_run(artifact: Path, workers: int, threads: int, batch: int, seconds: float) -> dict:
+def _ceiling_run(artifact: Path, workers: int, threads: int, batch: int, by_length: bool, seconds: float) -> dict:
+    """`workers` sessions side by side, each running batches of `batch` rows (one or more calls each) and timing
+    each batch."""
     sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
     os.environ.setdefault("PEER_ARTIFACT", str(artifact))
     from common import PeerModel
@@ -93,19 +100,22 @@ def _ceiling_run(artifact: Path, workers: int, threads: int, batch: int, seconds
     first = models[0]
     if first.is_text:
         sentences = TextBodies(artifact / "tokenizer.json").sentences(batch * 64)
-        feeds = [first._tokenize(sentences[i:i + batch]) for i in range(0, len(sentences), batch)]
+        batches = [sentences[i:i + batch] for i in range(0, len(sentences), batch)]
+        calls = [_sorted_calls(artifact, b) if by_length else [first._tokenize(b)] for b in batches]
     else:
         rng = np.random.default_rng(1)
-        feeds = [{first.input["name"]: rng.random((batch, 64), dtype=np.float32) * 16} for _ in range(16)]
+        calls = [[{first.input["name"]: rng.random((batch, 64), dtype=np.float32) * 16}] for _ in range(16)]
     times: list[list[float]] = [[] for _ in models]
 
     def loop(index: int) -> None:
         session, mine = models[index].session, times[index]
-        session.run(None, feeds[index % len(feeds)])  # warm-up
+        for feed in calls[index % len(calls)]:  # warm-up
+            session.run(None, feed)
         stop_at = time.monotonic() + seconds
-        while not mine or time.monotonic() < stop_at:  # at least one timed run, however slow
+        while not mine or time.monotonic() < stop_at:  # at least one timed batch, however slow
             started = time.perf_counter()
-            session.run([first.output_name], feeds[(len(mine) * workers + index) % len(feeds)])
+            for feed in calls[(len(mine) * workers + index) % len(calls)]:
+                session.run([first.output_name], feed)
             mine.append(time.perf_counter() - started)
 
     with ThreadPoolExecutor(workers) as pool:  # onnxruntime releases the GIL while it runs
@@ -114,6 +124,15 @@ def _ceiling_run(artifact: Path, workers: int, threads: int, batch: int, seconds
     flat = sorted(x for t in times for x in t)
     p99 = flat[min(len(flat) - 1, int(len(flat) * 0.99))]
     return {"rps": rps, "p50_ms": flat[len(flat) // 2] * 1e3, "p99_ms": p99 * 1e3, "errors": 0, "client_cpu": 0.0}
+
+
+def _sorted_calls(artifact: Path, sentences: list[str]) -> list[dict]:
+    """The model calls the replica makes for this batch of sentences (serve/text.py, its CPU defaults)."""
+    from optimize.manifest import read_manifest
+    from serve.text import TextEncoder
+
+    encoder = TextEncoder(artifact, read_manifest(artifact).text_input)
+    return [feed for _, feed in encoder.grouped_feeds(np.array(sentences, dtype=object))]
 
 
 def client_ceiling(levels: list[int], seconds: float, artifacts: dict[str, Path]) -> dict[str, dict[int, dict]]:

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from optimize.manifest import Manifest, load_verified
 from serve.providers import CPU, TENSORRT, choose_providers, gpu_present, tensorrt_installed, tensorrt_profile
 from serve.settings import ServeSettings
-from serve.text import TextEncoder, choose_token_budget
+from serve.text import TextEncoder, choose_padding_limit, choose_token_budget
 
 # Under Ray's `ray.serve` logger, whose handlers write the replica logs; at INFO of its own, since model replicas run
 # `ray.serve` itself at WARNING (ServeSettings.replica_log_level): the runtime each model got stays in the log.
@@ -35,14 +35,14 @@ def load_model(artifact_dir: Path, intra_op_threads: int = 1, settings: ServeSet
         from serve.torch_model import TorchModel
 
         model = TorchModel(manifest, model_path, intra_op_threads, settings.torch_dtype, settings.text_token_budget,
-                           settings.torch_cuda_graphs, settings.max_batch_size)
+                           settings.torch_cuda_graphs, settings.max_batch_size, settings.text_padding_limit)
     elif _engine_wanted(manifest, settings):
         from serve.tensorrt_model import TensorRTModel
 
         model = TensorRTModel(Path(artifact_dir), manifest)
     else:
         model = OnnxModel(Path(artifact_dir), manifest, intra_op_threads, settings.max_batch_size,
-                          settings.text_token_budget)
+                          settings.text_token_budget, settings.text_padding_limit)
     logger.info("%s %s: %s runtime on %s", manifest.name, manifest.version, manifest.runtime, model.execution_provider)
     return model
 
@@ -60,7 +60,8 @@ def _engine_wanted(manifest: Manifest, settings: ServeSettings) -> bool:
 
 class OnnxModel:
     def __init__(self, artifact_dir: Path, manifest: Manifest, intra_op_threads: int = 1,
-                 max_batch_size: int = 32, text_token_budget: int | None = None) -> None:
+                 max_batch_size: int = 32, text_token_budget: int | None = None,
+                 text_padding_limit: float | None = None) -> None:
         """`manifest`: the artifact's, already verified (load_model verifies before it chooses a runtime)."""
         self.manifest = manifest
         model_path = Path(artifact_dir) / manifest.model_file
@@ -82,8 +83,8 @@ class OnnxModel:
                            self.manifest.name)
         self.output_names = [o.name for o in self._session.get_outputs()]
         text = self.manifest.text_input
-        budget = choose_token_budget(text_token_budget, on_gpu=self._bound)
-        self._text = TextEncoder(Path(artifact_dir), text, budget) if text is not None else None
+        self._text = TextEncoder(Path(artifact_dir), text, choose_token_budget(text_token_budget),
+                                 choose_padding_limit(text_padding_limit, on_gpu=self._bound)) if text else None
 
     def _configured(self, provider: str, max_batch_size: int):
         """TensorRT provider: fp16, engine and timing caches, one profile for batch 1..max_batch_size."""

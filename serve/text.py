@@ -3,10 +3,12 @@
 Tokenizing in the batch (not per request) lets requests of any length share
 one model call. Padding a whole batch to its longest sentence wastes compute
 on pad tokens (on a CPU, often more than batching saves), so the batch is
-sorted by length and cut into groups whose padded size stays within a token
-budget; each group runs padded to its own longest, masked, and the rows go
-back in request order. An answer does not depend on its neighbours beyond
-float rounding (or the manifest's batch_deviation for dynamic int8).
+sorted by length and cut into groups of similar length: a group closes when
+padding would make up more than `padding_limit` of its tokens, or its padded
+size would pass `token_budget`. Each group runs padded to its own longest,
+masked, and the rows go back in request order. An answer does not depend on
+its neighbours beyond float rounding (or the manifest's batch_deviation for
+dynamic int8).
 """
 
 from __future__ import annotations
@@ -21,15 +23,24 @@ from tokenizers import Tokenizer
 from optimize.manifest import TextInput
 
 Feed = dict[str, np.ndarray]
-# Padded tokens per model call, unless configured (OPTISERVE_TEXT_TOKEN_BUDGET). On a CPU, one sentence per call
-# served all-MiniLM-L6-v2 fastest: 1.08-1.13x the requests per second of a 256-token budget at 8 and 32 concurrent
-# clients, level at 128 (docs/BENCHMARKS.md, "Text batching"). On a GPU, padding the whole batch is what pays.
-CPU_TOKEN_BUDGET = 1
-GPU_TOKEN_BUDGET = 1 << 20
+# Most padded tokens per model call, unless configured (OPTISERVE_TEXT_TOKEN_BUDGET): no limit of its own by default.
+TOKEN_BUDGET = 1 << 20
+# Largest share of a call's tokens that may be padding, unless configured (OPTISERVE_TEXT_PADDING_LIMIT). On a CPU,
+# groups of similar length: all-MiniLM-L6-v2 spends 22-31% less CPU per sentence than one sentence per call (padding
+# share 5-10%, the best; 40% loses most of it; docs/BENCHMARKS.md, "Text batching"). On a GPU, padding the whole batch
+# is what pays.
+CPU_PADDING_LIMIT = 0.1
+GPU_PADDING_LIMIT = 1.0
 
 
-def choose_token_budget(configured: int | None, on_gpu: bool) -> int:
-    return configured or (GPU_TOKEN_BUDGET if on_gpu else CPU_TOKEN_BUDGET)
+def choose_token_budget(configured: int | None) -> int:
+    return configured or TOKEN_BUDGET
+
+
+def choose_padding_limit(configured: float | None, on_gpu: bool) -> float:
+    if configured is not None:
+        return configured
+    return GPU_PADDING_LIMIT if on_gpu else CPU_PADDING_LIMIT
 
 
 def tokenize_in_calling_thread(on_gpu: bool, environ: MutableMapping[str, str] = os.environ) -> None:
@@ -44,12 +55,15 @@ def tokenize_in_calling_thread(on_gpu: bool, environ: MutableMapping[str, str] =
 
 
 class TextEncoder:
-    def __init__(self, artifact_dir: Path, spec: TextInput, token_budget: int = CPU_TOKEN_BUDGET,
-                 token_multiple: int = 1) -> None:
+    def __init__(self, artifact_dir: Path, spec: TextInput, token_budget: int = TOKEN_BUDGET,
+                 padding_limit: float = CPU_PADDING_LIMIT, token_multiple: int = 1) -> None:
         """token_multiple: pad each call's token axis up to a multiple of it (never past max_length), so that
         calls come in few shapes (CUDA graphs are captured per shape)."""
+        if not 0 <= padding_limit <= 1:
+            raise ValueError(f"padding_limit: expected a share of tokens from 0 to 1, got {padding_limit}")
         self._spec = spec
         self._budget = token_budget
+        self._padding_limit = padding_limit
         self.pad_tokens_to_multiple_of(token_multiple)
         self._tokenizer = Tokenizer.from_file(str(Path(artifact_dir) / spec.tokenizer_file))
         self._tokenizer.enable_truncation(spec.max_length)
@@ -68,21 +82,31 @@ class TextEncoder:
 
     def run_grouped(self, texts: np.ndarray, run: Callable[[Feed], np.ndarray]) -> np.ndarray:
         """`run` over length-sorted groups of the strings; outputs reassembled in the strings' order."""
-        ids = [e.ids for e in self._tokenizer.encode_batch(list(texts.ravel()))]
-        results: list[np.ndarray | None] = [None] * len(ids)
-        for group in self._groups(ids):
-            for row, output in zip(group, run(self._padded(ids, group))):
+        calls = self.grouped_feeds(texts)
+        results: list[np.ndarray | None] = [None] * sum(len(rows) for rows, _ in calls)
+        for rows, feed in calls:
+            for row, output in zip(rows, run(feed)):
                 results[row] = output
         return np.stack(results)
+
+    def grouped_feeds(self, texts: np.ndarray) -> list[tuple[list[int], Feed]]:
+        """The model calls run_grouped makes for these strings: each group's rows (indices into the flattened
+        strings) and its inputs."""
+        ids = [e.ids for e in self._tokenizer.encode_batch(list(texts.ravel()))]
+        return [(group, self._padded(ids, group)) for group in self._groups(ids)]
 
     def _groups(self, ids: list[list[int]]) -> Iterator[list[int]]:
         order = sorted(range(len(ids)), key=lambda row: len(ids[row]))
         group: list[int] = []
+        tokens = 0  # the group's real (unpadded) tokens
         for row in order:  # ascending length: the newest row is the group's longest
-            if group and (len(group) + 1) * len(ids[row]) > self._budget:
+            length = len(ids[row])
+            padded = (len(group) + 1) * length
+            if group and (padded > self._budget or padded - tokens - length > self._padding_limit * padded):
                 yield group
-                group = []
+                group, tokens = [], 0
             group.append(row)
+            tokens += length
         if group:
             yield group
 

@@ -31,7 +31,7 @@ def torch_device(target: str, cuda_available: bool) -> str:
 class TorchModel:
     def __init__(self, manifest: Manifest, model_path: Path, intra_op_threads: int = 1,
                  dtype: str = "float16", text_token_budget: int | None = None, cuda_graphs: bool = True,
-                 max_batch_size: int = 32) -> None:
+                 max_batch_size: int = 32, text_padding_limit: float | None = None) -> None:
         try:
             import torch
         except ImportError:
@@ -53,10 +53,10 @@ class TorchModel:
             self._graphed = GraphedForward(torch, self._run_module, self._device, max_graphs=max_graphs)
         self._text = None
         if manifest.text_input is not None:
-            from serve.text import TextEncoder, choose_token_budget
+            from serve.text import TextEncoder, choose_padding_limit, choose_token_budget
 
-            self._text = TextEncoder(model_path.parent, manifest.text_input,
-                                     choose_token_budget(text_token_budget, self._device != "cpu"),
+            self._text = TextEncoder(model_path.parent, manifest.text_input, choose_token_budget(text_token_budget),
+                                     choose_padding_limit(text_padding_limit, on_gpu=self._device != "cpu"),
                                      token_multiple=TOKEN_MULTIPLE if self._graphed else 1)
         self.execution_provider = self._describe()
 

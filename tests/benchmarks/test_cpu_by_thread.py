@@ -10,12 +10,13 @@ from benchmarks.cpu_by_thread import _PY_SPY_THREAD, thread_seconds
 
 def test_a_busy_thread_is_charged_its_own_cpu_time():
     me = psutil.Process()
-    started, spun, measured = threading.Event(), threading.Event(), threading.Event()
+    started, go, spun, measured = threading.Event(), threading.Event(), threading.Event(), threading.Event()
     ids = {}
 
     def spin():
         ids["native"] = threading.get_native_id()
         started.set()
+        go.wait(10)  # spin only once the "before" reading is taken
         end = time.thread_time() + 0.3
         while time.thread_time() < end:
             pass
@@ -26,6 +27,7 @@ def test_a_busy_thread_is_charged_its_own_cpu_time():
     worker.start()
     started.wait()
     before = thread_seconds([me])
+    go.set()
     spun.wait(10)
     after = thread_seconds([me])
     measured.set()

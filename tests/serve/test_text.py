@@ -1,4 +1,5 @@
-"""Tokenizing in the replica: length-sorted groups within a token budget, answers back in request order."""
+"""Tokenizing in the replica: length-sorted groups within a token budget and a padding limit, answers back in
+request order."""
 
 import numpy as np
 import pytest
@@ -14,8 +15,9 @@ def tokenizer_dir():
     return minilm_path()
 
 
-def encoder(directory, budget):
-    return TextEncoder(directory, TextInput(tokenizer_sha256="0" * 64, max_length=256), token_budget=budget)
+def encoder(directory, budget, padding_limit=1.0):
+    return TextEncoder(directory, TextInput(tokenizer_sha256="0" * 64, max_length=256), token_budget=budget,
+                       padding_limit=padding_limit)
 
 
 def texts(*items):
@@ -54,12 +56,41 @@ def test_padding_is_masked(tokenizer_dir):
     assert feed["attention_mask"].tolist()[0][-1] == 0 and feed["input_ids"][0, -1] == 0
 
 
-def test_one_sentence_per_call_on_a_cpu_and_the_whole_batch_on_a_gpu_unless_configured():
-    from serve.text import choose_token_budget
+def test_similar_lengths_share_a_call_on_a_cpu_and_the_whole_batch_on_a_gpu_unless_configured():
+    from serve.text import choose_padding_limit, choose_token_budget
 
-    assert choose_token_budget(None, on_gpu=False) == 1
-    assert choose_token_budget(None, on_gpu=True) >= 256 * 128  # a full batch of the longest sentences
-    assert choose_token_budget(512, on_gpu=False) == choose_token_budget(512, on_gpu=True) == 512
+    assert choose_token_budget(None) >= 256 * 128  # a full batch of the longest sentences: no limit of its own
+    assert choose_token_budget(512) == 512
+    assert 0 < choose_padding_limit(None, on_gpu=False) < 0.5
+    assert choose_padding_limit(None, on_gpu=True) == 1.0
+    assert choose_padding_limit(0.0, on_gpu=True) == 0.0 and choose_padding_limit(0.3, on_gpu=False) == 0.3
+
+
+def test_groups_keep_padding_within_the_limit_and_answer_in_request_order(tokenizer_dir):
+    rng = np.random.default_rng(4)
+    batch = texts(*(" ".join(["word"] * int(n)) for n in rng.integers(1, 40, 32)))
+    calls = []
+
+    def token_sums(feed):
+        calls.append((feed["input_ids"].shape, int(feed["attention_mask"].sum())))
+        return (feed["input_ids"] * feed["attention_mask"]).sum(axis=1, keepdims=True)
+
+    similar = encoder(tokenizer_dir, budget=1 << 20, padding_limit=0.1)
+    grouped = similar.run_grouped(batch, token_sums)
+    alone = np.concatenate([token_sums(similar.encode(texts(s))) for s in batch])
+    np.testing.assert_array_equal(grouped, alone)
+    grouped_calls = calls[: len(calls) - len(batch)]
+    assert 1 < len(grouped_calls) < len(batch), "similar lengths share calls, different ones do not"
+    for (rows, longest), real in grouped_calls:
+        assert rows * longest - real <= 0.1 * rows * longest, f"{rows}x{longest} with {real} real tokens"
+    calls.clear()
+    encoder(tokenizer_dir, budget=1 << 20, padding_limit=0.0).run_grouped(batch, token_sums)
+    assert all(rows * longest == real for (rows, longest), real in calls), "a limit of 0: equal lengths only"
+
+
+def test_a_padding_limit_outside_zero_to_one_is_refused(tokenizer_dir):
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        encoder(tokenizer_dir, budget=64, padding_limit=1.5)
 
 
 def test_a_budget_of_one_runs_every_sentence_alone_in_request_order(tokenizer_dir):
