@@ -29,7 +29,7 @@ from serve.protocol import (
     ProtocolError, decode_inputs, encode_response, model_metadata, parse_request,
     requested_outputs, requested_timeout_ms,
 )
-from serve.replica_http import ReplicaHTTPServer, log_failure, replica_http_enabled
+from serve.replica_http import ReplicaHTTPServer, keep_alive_timeout_s, log_failure, replica_http_enabled
 from serve.repository import route_prefix
 from serve.settings import RuntimeConfig, ServeSettings
 from serve.shared_cache import RedisTier
@@ -79,7 +79,8 @@ class ModelServer:
             newest = self._versions[0] == self._manifest.version
             prefix = route_prefix(self._manifest.name, self._manifest.version, newest)
             self._http = ReplicaHTTPServer(self.answer_inference, self._asgi_app, prefix, settings.max_body_bytes,
-                                           on_refused=lambda status: self._metrics.observe_request(status, 0.0, "none"))
+                                           on_refused=lambda status: self._metrics.observe_request(status, 0.0, "none"),
+                                           keep_alive_timeout_s=keep_alive_timeout_s(os.environ))
             self._http_started = asyncio.get_running_loop().create_task(self._http.listen_beside_ray(dict(os.environ)))
             self._http_started.add_done_callback(log_failure)
 

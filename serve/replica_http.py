@@ -19,7 +19,9 @@ What Ray's path did and this one does instead:
 - per-request metrics are optiserve's own (serve/metrics.py); Ray's HTTP request metrics do not count these.
 
 Each connection answers its requests in order, one at a time (HTTP/1.1 pipelining is answered in order).
-Bodies over `max_body_bytes` get 413 as soon as the size is known, then the connection closes.
+Bodies over `max_body_bytes` get 413 as soon as the size is known, then the connection closes. A connection
+with no answer pending that has sent nothing and been answered nothing for `keep_alive_timeout_s` (idle
+between requests, or stalled inside one) is closed, as Ray's uvicorn closes its idle ones: after Ray's HTTP keep-alive timeout.
 """
 
 from __future__ import annotations
@@ -41,6 +43,18 @@ from serve.ingress import POLICY_VARIABLE, AdmissionPolicy, port_offset, ray_por
 logger = logging.getLogger("ray.serve.optiserve")
 
 FIND_RAY_PORT_EVERY_S = 0.05  # while the replica starts; psutil reads the node's TCP table each time
+RAY_KEEP_ALIVE_VARIABLE = "RAY_SERVE_HTTP_KEEP_ALIVE_TIMEOUT_S"  # Ray's uvicorn keep-alive, where set (not 0)
+RAY_KEEP_ALIVE_DEFAULT_S = 90.0  # Ray Serve's http_options.keep_alive_timeout_s default
+
+
+def keep_alive_timeout_s(environ: dict[str, str]) -> float:
+    """How long a connection may stay quiet with nothing to answer: Ray's HTTP keep-alive timeout."""
+    configured = environ.get(RAY_KEEP_ALIVE_VARIABLE, "").strip()
+    try:
+        seconds = float(configured) if configured else 0.0
+    except ValueError:
+        raise ValueError(f"{RAY_KEEP_ALIVE_VARIABLE}: expected seconds (a number), got {configured!r}") from None
+    return seconds if seconds > 0 else RAY_KEEP_ALIVE_DEFAULT_S
 
 
 def ray_listening_port(port_range: tuple[int, int]) -> tuple[str, int] | None:
@@ -128,12 +142,14 @@ class _Connection(asyncio.Protocol):
         self._complete = True  # the last request parsed is complete
         self._ending = False  # a last answer is queued that closes the connection: ignore what follows
         self._tail: asyncio.Task | None = None  # the last queued answer; each waits for the one before
+        self.last_active = time.monotonic()  # when the client last sent anything, or was last answered
 
     # --- asyncio.Protocol
 
     def connection_made(self, transport) -> None:
         self._transport = transport
         self._server.connections.add(self)
+        self.last_active = time.monotonic()
 
     def connection_lost(self, error) -> None:
         self._server.connections.discard(self)
@@ -141,6 +157,7 @@ class _Connection(asyncio.Protocol):
             self._tail.cancel()  # the client is gone: nobody to answer
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
         if self._ending:
             return  # a refused request's body, or bytes after a request that ends the connection: discarded
         try:
@@ -154,8 +171,12 @@ class _Connection(asyncio.Protocol):
             self._refuse(400, f"malformed HTTP/1.1 request: {error}")
 
     @property
+    def answering(self) -> bool:
+        return self._tail is not None and not self._tail.done()
+
+    @property
     def idle(self) -> bool:
-        return self._complete and (self._tail is None or self._tail.done())
+        return self._complete and not self.answering
 
     def close(self) -> None:
         if self._transport is not None:
@@ -261,6 +282,7 @@ class _Connection(asyncio.Protocol):
         except Exception:  # an answer that cannot be written (a bug): the connection cannot go on in step
             logger.exception("optiserve: an answer could not be written; closing the connection")
             keep_alive = False
+        self.last_active = time.monotonic()
         if not keep_alive:
             self._transport.close()
 
@@ -272,8 +294,13 @@ class ReplicaHTTPServer:
     """
 
     def __init__(self, answer: Answer, app, prefix: str, max_body_bytes: int,
-                 on_refused: Callable[[int], None] = lambda status: None) -> None:
+                 on_refused: Callable[[int], None] = lambda status: None,
+                 keep_alive_timeout_s: float = RAY_KEEP_ALIVE_DEFAULT_S) -> None:
+        if keep_alive_timeout_s <= 0:
+            raise ValueError(f"keep_alive_timeout_s: expected seconds > 0, got {keep_alive_timeout_s}")
         self._answer = answer
+        self.keep_alive_timeout_s = keep_alive_timeout_s
+        self._sweeper: asyncio.Task | None = None
         self.on_refused = on_refused  # called with the status of each request refused before it was read
         self._app = app
         self._prefix = prefix
@@ -300,15 +327,30 @@ class ReplicaHTTPServer:
                                    f"within {timeout_s:g} s")
             await asyncio.sleep(FIND_RAY_PORT_EVERY_S)
         host, port = ray[0], ray[1] + port_offset(environ)
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Connection(self), sock=_listening_socket(host, port), backlog=2048)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), sock=_listening_socket(host, port),
+                                                backlog=2048)
+        self._sweeper = loop.create_task(self._close_quiet_connections())
         self.address = (host, port)
         return self.address
+
+    async def _close_quiet_connections(self) -> None:
+        """Every quarter of the timeout (at most 10 s): close connections quiet for longer, with nothing to
+        answer (idle keep-alive connections, and clients stalled halfway through a request)."""
+        every_s = min(self.keep_alive_timeout_s / 4, 10.0)
+        while True:
+            await asyncio.sleep(every_s)
+            quiet_since = time.monotonic() - self.keep_alive_timeout_s
+            for connection in list(self.connections):
+                if not connection.answering and connection.last_active < quiet_since:
+                    connection.close()
 
     async def close(self, timeout_s: float) -> int:
         """Stop listening and close idle connections; requests in flight get up to `timeout_s` to be answered,
         each closing its connection. Returns how many were still unanswered."""
         self.draining = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for connection in list(self.connections):

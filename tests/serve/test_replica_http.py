@@ -18,7 +18,7 @@ import pytest
 from serve.asgi import Reply
 from serve.autoscaling import IN_FLIGHT_METRIC, ongoing_requests_policy
 from serve.ingress import RAY_PORT_RANGE
-from serve.replica_http import ReplicaHTTPServer, response_bytes
+from serve.replica_http import RAY_KEEP_ALIVE_VARIABLE, ReplicaHTTPServer, keep_alive_timeout_s, response_bytes
 
 PREFIX = "/v2/models/digits"
 
@@ -84,10 +84,12 @@ def model() -> Model:
 
 
 @contextlib.asynccontextmanager
-async def serving(model: Model, max_body_bytes: int = 1000, app=other_routes) -> AsyncIterator[ReplicaHTTPServer]:
+async def serving(model: Model, max_body_bytes: int = 1000, app=other_routes,
+                  keep_alive_timeout_s: float = 90.0) -> AsyncIterator[ReplicaHTTPServer]:
     """The server for `model`, listening beside a stand-in for Ray's; closed afterwards."""
     ray, port = _free_pair()
-    server = ReplicaHTTPServer(model.answer, app, PREFIX, max_body_bytes, on_refused=model.refused.append)
+    server = ReplicaHTTPServer(model.answer, app, PREFIX, max_body_bytes, on_refused=model.refused.append,
+                               keep_alive_timeout_s=keep_alive_timeout_s)
     try:
         address = await server.listen_beside_ray({RAY_PORT_RANGE[0]: str(port), RAY_PORT_RANGE[1]: str(port)},
                                                  timeout_s=5)
@@ -362,3 +364,42 @@ async def test_closing_drops_idle_connections_at_once_and_closes_busy_ones_after
         assert status == 200 and headers["connection"] == "close" and await closing == 0
         idle_writer.close()
         busy_writer.close()
+
+
+@in_event_loop
+async def test_a_connection_quiet_past_the_keep_alive_timeout_is_closed(model):
+    async with serving(model, keep_alive_timeout_s=0.3) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.address[1])
+        writer.write(_post(f"{PREFIX}/infer", b"{}"))
+        assert (await _read_response(reader))[0] == 200
+        stalled_reader, stalled = await asyncio.open_connection("127.0.0.1", server.address[1])
+        stalled.write(b"POST " + PREFIX.encode() + b"/infer HTTP/1.1\r\nHost: x\r\nContent-Le")  # then nothing
+        assert await asyncio.wait_for(reader.read(), 3) == b""  # idle after its answer: closed
+        assert await asyncio.wait_for(stalled_reader.read(), 3) == b""  # stalled halfway: closed, unanswered
+        assert len(model.calls) == 1 and not server.connections
+        writer.close()
+        stalled.close()
+
+
+@in_event_loop
+async def test_a_request_that_takes_longer_than_the_keep_alive_timeout_still_gets_its_answer(model):
+    model.hold = asyncio.Event()
+    async with serving(model, keep_alive_timeout_s=0.2) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.address[1])
+        writer.write(_post(f"{PREFIX}/infer", b'{"slow":1}'))
+        await asyncio.sleep(0.8)  # four timeouts with nothing sent or answered, but an answer pending
+        model.hold.set()
+        status, _, body = await _read_response(reader)
+        assert status == 200 and json.loads(body)["got"] == '{"slow":1}'
+        writer.write(_post(f"{PREFIX}/infer", b"{}"))  # still open right after its answer
+        assert (await _read_response(reader))[0] == 200
+        writer.close()
+
+
+def test_the_keep_alive_timeout_is_rays_where_set_else_its_default():
+    assert keep_alive_timeout_s({}) == keep_alive_timeout_s({RAY_KEEP_ALIVE_VARIABLE: "0"}) == 90.0
+    assert keep_alive_timeout_s({RAY_KEEP_ALIVE_VARIABLE: "5"}) == 5.0
+    with pytest.raises(ValueError, match="expected seconds"):
+        keep_alive_timeout_s({RAY_KEEP_ALIVE_VARIABLE: "soon"})
+    with pytest.raises(ValueError, match="expected seconds > 0"):
+        ReplicaHTTPServer(Model().answer, other_routes, PREFIX, 1000, keep_alive_timeout_s=0)
