@@ -83,28 +83,14 @@ class RunningServer:
         return value
 
 
-RAY_STARTUP_TIMEOUT = "timed out during startup"  # Ray's message when its raylet did not register in time
-
-
 def start_server(
     artifacts: list[Path], log_path: Path, *extra_args: str, port: int = 0, metrics_port: int = 0,
     env: dict[str, str] | None = None,
 ) -> RunningServer:
     """Start the server (free loopback ports unless given) and return once /v2/health/ready says so.
-
-    Ray gives its raylet a fixed 30 s to register at startup; on a busy 2-core machine that once ran out
-    (a fresh-clone CI run, 2026-11-29). The server then exits, and it is started once more.
-    """
-    try:
-        return wait_until_ready(launch_server(artifacts, log_path, *extra_args, port=port, metrics_port=metrics_port,
-                                              env=env))
-    except RuntimeError as error:
-        if RAY_STARTUP_TIMEOUT not in str(error):
-            raise
-        print(f"optiserve.local_server: Ray's node timed out during startup; starting the server again "
-              f"(log: {log_path})", flush=True)
-        return wait_until_ready(launch_server(artifacts, log_path, *extra_args, port=port, metrics_port=metrics_port,
-                                              env=env))
+    (The server itself starts Ray once more if Ray's node times out during startup: serve/runner.py.)"""
+    return wait_until_ready(launch_server(artifacts, log_path, *extra_args, port=port, metrics_port=metrics_port,
+                                          env=env))
 
 
 def launch_server(

@@ -6,7 +6,8 @@ import pytest
 
 from serve import ingress, runner
 from serve.runner import (
-    REPLICA_PORT_BLOCK, REPLICA_PORT_BLOCKS, free_port_block, own_ports_environment, ray_serve_environment,
+    REPLICA_PORT_BLOCK, REPLICA_PORT_BLOCKS, free_port_block, init_with_retry, own_ports_environment,
+    ray_serve_environment,
 )
 from serve.settings import ServeSettings
 
@@ -50,3 +51,38 @@ def test_the_replicas_own_servers_follow_the_setting_and_fit_in_the_servers_port
     proxies = {int(ports["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"]), int(ports["RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"])}
     assert first == ray_first and ray_last < own_first and own_last < end  # Ray's, then the replicas' own
     assert not proxies & set(range(ray_first, own_last + 1)) and proxies < set(range(first, end))
+
+
+class FlakyInit:
+    """ray.init's stand-in: fails with each of `errors` in turn, then starts."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+        self.shutdowns = 0
+
+    def init(self) -> None:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def test_a_ray_node_that_timed_out_during_startup_is_started_once_more(capsys):
+    ray = FlakyInit(Exception("The current node timed out during startup. This could happen because ..."))
+    init_with_retry(ray.init, ray.shutdown)
+    assert ray.calls == 2 and ray.shutdowns == 1
+    assert "starting it once more" in capsys.readouterr().out
+
+
+def test_other_startup_failures_and_a_second_timeout_are_raised():
+    other = FlakyInit(ValueError("bad port"))
+    with pytest.raises(ValueError, match="bad port"):
+        init_with_retry(other.init, other.shutdown)
+    assert other.calls == 1 and other.shutdowns == 0
+    twice = FlakyInit(*[Exception("node timed out during startup")] * 2)
+    with pytest.raises(Exception, match="timed out during startup"):
+        init_with_retry(twice.init, twice.shutdown)
+    assert twice.calls == 2
