@@ -8,9 +8,9 @@ exists), every system is started fresh on a free loopback port, warmed up, run
 at each concurrency by the one load client (benchmarks/load_client.py), and
 stopped; the system order rotates every repeat (interleaved). Cells are
 medians over repeats (errors: the total). Also measured: the ceiling
-(onnxruntime in-process, the best of several
-batchings of `concurrency` rows in flight) and the load
-client's own ceiling against a no-op server. Peers need `make bench-venvs`.
+(onnxruntime in-process, the best of several batchings of `concurrency` rows
+in flight) and the load client's own ceiling against a no-op server. Peers
+need `make bench-venvs`.
 """
 
 from __future__ import annotations
