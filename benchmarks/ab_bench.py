@@ -111,9 +111,12 @@ def main() -> None:
                         help="a server configuration: its name, then its environment (repeat; the first is the baseline)")
     parser.add_argument("--server-args", nargs="*", default=[], help="more `optiserve serve` arguments, for every variant")
     args = parser.parse_args()
-    variants = dict(map(parse_variant, args.variant)) if args.variant else REPLICA_HTTP
-    if len(variants) < 2:
-        parser.error("expected at least two variants with different names")
+    parsed = [parse_variant(words) for words in args.variant] if args.variant else list(REPLICA_HTTP.items())
+    variants = dict(parsed)
+    if len(variants) < 2 or len(variants) < len(parsed):
+        parser.error("expected at least two variants, each with its own name")
+    if len(set(args.concurrency)) < len(args.concurrency):
+        parser.error("expected each concurrency once")
     server_args = ["--replicas", str(args.replicas), *args.server_args]
     print(f"{cpu_name()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
     names = list(variants)

@@ -101,7 +101,8 @@ def _ceiling_run(artifact: Path, workers: int, threads: int, batch: int, by_leng
     if first.is_text:
         sentences = TextBodies(artifact / "tokenizer.json").sentences(batch * 64)
         batches = [sentences[i:i + batch] for i in range(0, len(sentences), batch)]
-        calls = [_sorted_calls(artifact, b) if by_length else [first._tokenize(b)] for b in batches]
+        encoder = _replica_encoder(artifact) if by_length else None
+        calls = [_sorted_calls(encoder, b) if by_length else [first._tokenize(b)] for b in batches]
     else:
         rng = np.random.default_rng(1)
         calls = [[{first.input["name"]: rng.random((batch, 64), dtype=np.float32) * 16}] for _ in range(16)]
@@ -126,12 +127,16 @@ def _ceiling_run(artifact: Path, workers: int, threads: int, batch: int, by_leng
     return {"rps": rps, "p50_ms": flat[len(flat) // 2] * 1e3, "p99_ms": p99 * 1e3, "errors": 0, "client_cpu": 0.0}
 
 
-def _sorted_calls(artifact: Path, sentences: list[str]) -> list[dict]:
-    """The model calls the replica makes for this batch of sentences (serve/text.py, its CPU defaults)."""
+def _replica_encoder(artifact: Path):
+    """The replica's tokenizing and grouping (serve/text.py), with its CPU defaults."""
     from optimize.manifest import read_manifest
     from serve.text import TextEncoder
 
-    encoder = TextEncoder(artifact, read_manifest(artifact).text_input)
+    return TextEncoder(artifact, read_manifest(artifact).text_input)
+
+
+def _sorted_calls(encoder, sentences: list[str]) -> list[dict]:
+    """The model calls the replica makes for this batch of sentences."""
     return [feed for _, feed in encoder.grouped_feeds(np.array(sentences, dtype=object))]
 
 

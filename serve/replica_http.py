@@ -43,7 +43,9 @@ from serve.ingress import POLICY_VARIABLE, AdmissionPolicy, port_offset, ray_por
 logger = logging.getLogger("ray.serve.optiserve")
 
 FIND_RAY_PORT_EVERY_S = 0.05  # while the replica starts; psutil reads the node's TCP table each time
-RAY_KEEP_ALIVE_VARIABLE = "RAY_SERVE_HTTP_KEEP_ALIVE_TIMEOUT_S"  # Ray's uvicorn keep-alive, where set (not 0)
+# Ray's uvicorn keep-alive, where set (not 0). A Serve config's http_options.keep_alive_timeout_s does not reach
+# the replica: set this variable on the nodes to change both.
+RAY_KEEP_ALIVE_VARIABLE = "RAY_SERVE_HTTP_KEEP_ALIVE_TIMEOUT_S"
 RAY_KEEP_ALIVE_DEFAULT_S = 90.0  # Ray Serve's http_options.keep_alive_timeout_s default
 
 
@@ -181,6 +183,11 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def drop(self) -> None:
+        """Close now, even with answers the client never read (close() would wait for them to drain)."""
+        if self._transport is not None:
+            self._transport.abort()
 
     # --- httptools callbacks
 
@@ -331,6 +338,7 @@ class ReplicaHTTPServer:
         self._server = await loop.create_server(lambda: _Connection(self), sock=_listening_socket(host, port),
                                                 backlog=2048)
         self._sweeper = loop.create_task(self._close_quiet_connections())
+        self._sweeper.add_done_callback(_log_sweep_failure)
         self.address = (host, port)
         return self.address
 
@@ -343,7 +351,7 @@ class ReplicaHTTPServer:
             quiet_since = time.monotonic() - self.keep_alive_timeout_s
             for connection in list(self.connections):
                 if not connection.answering and connection.last_active < quiet_since:
-                    connection.close()
+                    connection.drop()
 
     async def close(self, timeout_s: float) -> int:
         """Stop listening and close idle connections; requests in flight get up to `timeout_s` to be answered,
@@ -445,6 +453,11 @@ class ReplicaHTTPServer:
             return reply.status, reply_headers(reply), reply.body
         headers = [(bytes(name).lower(), bytes(value)) for name, value in started.get("headers", [])]
         return started["status"], headers, b"".join(chunks)
+
+
+def _log_sweep_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("optiserve: this replica stopped closing quiet connections: %s", task.exception())
 
 
 def log_failure(task: asyncio.Task) -> None:

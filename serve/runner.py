@@ -84,7 +84,7 @@ def start(
         include_dashboard=False,
         log_to_driver=False,
         _system_config={"metrics_report_interval_ms": settings.metrics_report_interval_ms},
-    ), ray.shutdown)
+    ), _stop_failed_ray_node)
     if stop_requested is not None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop_requested.set())
@@ -106,8 +106,8 @@ def start(
 RAY_STARTUP_TIMEOUT = "timed out during startup"  # Ray's message when its raylet did not register in time
 
 
-def init_with_retry(init: Callable[[], object], shutdown: Callable[[], None]) -> None:
-    """Start Ray; if its node timed out during startup, start it once more, saying so.
+def init_with_retry(init: Callable[[], object], clean_up: Callable[[], None]) -> None:
+    """Start Ray; if its node timed out during startup, clean up and start it once more, saying so.
 
     Ray gives its raylet a fixed 30 s to register; on a busy 2-core machine that once ran out (a fresh-clone
     CI run, 2026-11-29). Any other failure, or a second timeout, is raised.
@@ -118,8 +118,29 @@ def init_with_retry(init: Callable[[], object], shutdown: Callable[[], None]) ->
         if RAY_STARTUP_TIMEOUT not in str(error):
             raise
         print(f"optiserve: Ray's node timed out during startup ({error}); starting it once more", flush=True)
-        shutdown()
+        clean_up()
         init()
+
+
+def _stop_failed_ray_node() -> None:
+    """After a failed ray.init: Ray's node had started its processes (GCS, raylet, agents) but never became
+    this process's node, so ray.shutdown() alone leaves them running. They are this process's children."""
+    import psutil
+    import ray
+
+    ray.shutdown()
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 REPLICA_PORT_BLOCK = 200  # ports for one server's replicas: a restarted replica's old port rests for 150 s

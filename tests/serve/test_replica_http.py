@@ -384,10 +384,10 @@ async def test_a_connection_quiet_past_the_keep_alive_timeout_is_closed(model):
 @in_event_loop
 async def test_a_request_that_takes_longer_than_the_keep_alive_timeout_still_gets_its_answer(model):
     model.hold = asyncio.Event()
-    async with serving(model, keep_alive_timeout_s=0.2) as server:
+    async with serving(model, keep_alive_timeout_s=1.0) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.address[1])
         writer.write(_post(f"{PREFIX}/infer", b'{"slow":1}'))
-        await asyncio.sleep(0.8)  # four timeouts with nothing sent or answered, but an answer pending
+        await asyncio.sleep(2.5)  # over twice the timeout with nothing sent or answered, but an answer pending
         model.hold.set()
         status, _, body = await _read_response(reader)
         assert status == 200 and json.loads(body)["got"] == '{"slow":1}'
@@ -403,3 +403,21 @@ def test_the_keep_alive_timeout_is_rays_where_set_else_its_default():
         keep_alive_timeout_s({RAY_KEEP_ALIVE_VARIABLE: "soon"})
     with pytest.raises(ValueError, match="expected seconds > 0"):
         ReplicaHTTPServer(Model().answer, other_routes, PREFIX, 1000, keep_alive_timeout_s=0)
+
+
+@in_event_loop
+async def test_a_quiet_client_that_never_reads_its_answers_is_dropped(model):
+    async with serving(model, max_body_bytes=1 << 20, keep_alive_timeout_s=0.5) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.address[1])
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        big = b'"' + b"x" * 200_000 + b'"'
+        for _ in range(20):  # answers echo the body: megabytes the client never reads
+            writer.write(_post(f"{PREFIX}/infer", big))
+        await writer.drain()
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if not server.connections:
+                break
+        assert not server.connections, "a client that stopped reading must not hold its connection"
+        writer.close()

@@ -59,30 +59,30 @@ class FlakyInit:
     def __init__(self, *errors: Exception) -> None:
         self.errors = list(errors)
         self.calls = 0
-        self.shutdowns = 0
+        self.clean_ups = 0
 
     def init(self) -> None:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
 
-    def shutdown(self) -> None:
-        self.shutdowns += 1
+    def clean_up(self) -> None:
+        self.clean_ups += 1
 
 
 def test_a_ray_node_that_timed_out_during_startup_is_started_once_more(capsys):
     ray = FlakyInit(Exception("The current node timed out during startup. This could happen because ..."))
-    init_with_retry(ray.init, ray.shutdown)
-    assert ray.calls == 2 and ray.shutdowns == 1
+    init_with_retry(ray.init, ray.clean_up)
+    assert ray.calls == 2 and ray.clean_ups == 1
     assert "starting it once more" in capsys.readouterr().out
 
 
 def test_other_startup_failures_and_a_second_timeout_are_raised():
     other = FlakyInit(ValueError("bad port"))
     with pytest.raises(ValueError, match="bad port"):
-        init_with_retry(other.init, other.shutdown)
-    assert other.calls == 1 and other.shutdowns == 0
+        init_with_retry(other.init, other.clean_up)
+    assert other.calls == 1 and other.clean_ups == 0
     twice = FlakyInit(*[Exception("node timed out during startup")] * 2)
     with pytest.raises(Exception, match="timed out during startup"):
-        init_with_retry(twice.init, twice.shutdown)
+        init_with_retry(twice.init, twice.clean_up)
     assert twice.calls == 2
