@@ -27,16 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.load_client import DigitsBodies, TextBodies, closed_loop  # noqa: E402
+from benchmarks.load_client import bodies_for, closed_loop  # noqa: E402
 from optimize.measure import cpu_name  # noqa: E402
 from optiserve.local_server import start_server, stop_server  # noqa: E402
 
 Variants = dict[str, dict[str, str]]
 REPLICA_HTTP = {"own server": {"OPTISERVE_REPLICA_HTTP": "true"}, "Ray's path": {"OPTISERVE_REPLICA_HTTP": "false"}}
-
-
-def bodies_for(model: str, artifact: Path):
-    return DigitsBodies() if model == "digits" else TextBodies(artifact / "tokenizer.json")
 
 
 def parse_variant(words: list[str]) -> tuple[str, dict[str, str]]:

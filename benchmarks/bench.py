@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_report import write_report  # noqa: E402
-from load_client import DigitsBodies, TextBodies, closed_loop  # noqa: E402
+from load_client import TextBodies, bodies_for, closed_loop  # noqa: E402
 from peer_systems import ROOT, SYSTEMS, free_port, start  # noqa: E402
 
 CEILING = "ceiling"
@@ -60,10 +60,6 @@ def ensure_artifacts(skip_minilm: bool, snapshot: Path) -> dict[str, Path]:
     else:
         print("MiniLM: artifacts/minilm not there (`make minilm`); benchmarking digits only", file=sys.stderr)
     return {model: Path(shutil.copytree(path, snapshot / model)) for model, path in artifacts.items()}
-
-
-def body_source(model: str, artifact: Path):
-    return TextBodies(artifact / "tokenizer.json") if model == "minilm" else DigitsBodies()
 
 
 def ceiling(model: str, artifact: Path, concurrency: int, seconds: float) -> dict:
@@ -146,7 +142,7 @@ def client_ceiling(levels: list[int], seconds: float, artifacts: dict[str, Path]
     server = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "noop_server.py"), str(port)])
     try:
         time.sleep(1.0)
-        return {model: {c: closed_loop(f"http://127.0.0.1:{port}/noop", body_source(model, artifact), c, seconds)
+        return {model: {c: closed_loop(f"http://127.0.0.1:{port}/noop", bodies_for(model, artifact), c, seconds)
                         for c in levels} for model, artifact in artifacts.items()}
     finally:
         server.terminate()
@@ -186,7 +182,7 @@ def run(args: argparse.Namespace) -> dict:
     runs: dict[str, dict[str, list]] = {model: {} for model in artifacts}
     failures: list[str] = []
     orders: list[str] = []  # each repeat's system order, to read rps_each against
-    bodies = {model: body_source(model, artifact) for model, artifact in artifacts.items()}
+    bodies = {model: bodies_for(model, artifact) for model, artifact in artifacts.items()}
     load_before = os.getloadavg()
     for repeat in range(args.repeats):
         for model, artifact in artifacts.items():

@@ -25,7 +25,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.load_client import DigitsBodies, TextBodies, closed_loop  # noqa: E402
+from benchmarks.load_client import bodies_for, closed_loop  # noqa: E402
 from optiserve.local_server import start_server, stop_server  # noqa: E402
 
 _PY_SPY_THREAD = re.compile(r'Thread (\d+) \((?:idle|active)[^)]*\): "([^"]*)"')
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2)
     args = parser.parse_args()
     artifact = ROOT / "artifacts" / args.model
-    bodies = TextBodies(artifact / "tokenizer.json") if args.model == "minilm" else DigitsBodies()
+    bodies = bodies_for(args.model, artifact)
     with tempfile.TemporaryDirectory() as logs:
         server = start_server([artifact], Path(logs) / "server.log", "--replicas", str(args.replicas))
         try:
