@@ -81,8 +81,9 @@ def run(model: str, variants: Variants, levels: list[int], repeats: int, seconds
 
 def table(model: str, names: list[str], levels: list[int], results: dict) -> str:
     baseline = names[0]
-    lines = [f"#### {model}", "", f"| concurrency | variant | req/s (median) | each repeat | p50 ms | p99 ms | errors | "
-             f"/ {baseline} |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"#### {model}", "",
+             f"| concurrency | variant | req/s (median) | each repeat | p50 ms | p99 ms | errors | / {baseline} |",
+             "|---|---|---|---|---|---|---|---|"]
     for level in levels:
         medians = {name: statistics.median(c["rps"] for c in results[(name, level)]) for name in names}
         for name in names:
@@ -104,8 +105,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--variant", nargs="+", action="append", metavar="NAME [KEY=VALUE]",
-                        help="a server configuration: its name, then its environment (repeat; the first is the baseline)")
-    parser.add_argument("--server-args", nargs="*", default=[], help="more `optiserve serve` arguments, for every variant")
+                        help="a server configuration: its name, then its environment "
+                             "(repeat; the first is the baseline)")
+    parser.add_argument("--server-args", nargs="*", default=[],
+                        help="more `optiserve serve` arguments, for every variant")
     args = parser.parse_args()
     parsed = [parse_variant(words) for words in args.variant] if args.variant else list(REPLICA_HTTP.items())
     variants = dict(parsed)

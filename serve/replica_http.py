@@ -21,7 +21,8 @@ What Ray's path did and this one does instead:
 Each connection answers its requests in order, one at a time (HTTP/1.1 pipelining is answered in order).
 Bodies over `max_body_bytes` get 413 as soon as the size is known, then the connection closes. A connection
 with no answer pending that has sent nothing and been answered nothing for `keep_alive_timeout_s` (idle
-between requests, or stalled inside one) is closed, as Ray's uvicorn closes its idle ones: after Ray's HTTP keep-alive timeout.
+between requests, or stalled inside one) is closed, after Ray's HTTP keep-alive timeout as Ray's uvicorn
+closes its idle ones.
 """
 
 from __future__ import annotations
@@ -338,7 +339,7 @@ class ReplicaHTTPServer:
         self._server = await loop.create_server(lambda: _Connection(self), sock=_listening_socket(host, port),
                                                 backlog=2048)
         self._sweeper = loop.create_task(self._close_quiet_connections())
-        self._sweeper.add_done_callback(_log_sweep_failure)
+        self._sweeper.add_done_callback(failure_logger("this replica stopped closing quiet connections"))
         self.address = (host, port)
         return self.address
 
@@ -455,14 +456,15 @@ class ReplicaHTTPServer:
         return started["status"], headers, b"".join(chunks)
 
 
-def _log_sweep_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("optiserve: this replica stopped closing quiet connections: %s", task.exception())
+def failure_logger(what: str) -> Callable[[asyncio.Task], None]:
+    """A task done-callback that logs `what` with the task's exception, if it failed."""
+    def log(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("optiserve: %s: %s", what, task.exception())
+    return log
 
 
-def log_failure(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("optiserve: this replica's HTTP server did not start: %s", task.exception())
+log_failure = failure_logger("this replica's HTTP server did not start")
 
 
 def replica_http_enabled(environ: dict[str, str]) -> bool:
