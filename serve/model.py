@@ -19,7 +19,7 @@ import onnxruntime as ort
 from optimize.manifest import Manifest, load_verified
 from serve.providers import CPU, TENSORRT, choose_providers, gpu_present, tensorrt_installed, tensorrt_profile
 from serve.settings import ServeSettings
-from serve.text import TextEncoder, choose_padding_limit, choose_token_budget
+from serve.text import device_text_encoder
 
 # Under Ray's `ray.serve` logger, whose handlers write the replica logs; at INFO of its own, since model replicas run
 # `ray.serve` itself at WARNING (ServeSettings.replica_log_level): the runtime each model got stays in the log.
@@ -83,8 +83,8 @@ class OnnxModel:
                            self.manifest.name)
         self.output_names = [o.name for o in self._session.get_outputs()]
         text = self.manifest.text_input
-        self._text = TextEncoder(Path(artifact_dir), text, choose_token_budget(text_token_budget),
-                                 choose_padding_limit(text_padding_limit, on_gpu=self._bound)) if text else None
+        self._text = device_text_encoder(Path(artifact_dir), text, text_token_budget, text_padding_limit,
+                                         on_gpu=self._bound) if text else None
 
     def _configured(self, provider: str, max_batch_size: int):
         """TensorRT provider: fp16, engine and timing caches, one profile for batch 1..max_batch_size."""

@@ -53,11 +53,11 @@ class TorchModel:
             self._graphed = GraphedForward(torch, self._run_module, self._device, max_graphs=max_graphs)
         self._text = None
         if manifest.text_input is not None:
-            from serve.text import TextEncoder, choose_padding_limit, choose_token_budget
+            from serve.text import device_text_encoder
 
-            self._text = TextEncoder(model_path.parent, manifest.text_input, choose_token_budget(text_token_budget),
-                                     choose_padding_limit(text_padding_limit, on_gpu=self._device != "cpu"),
-                                     token_multiple=TOKEN_MULTIPLE if self._graphed else 1)
+            self._text = device_text_encoder(model_path.parent, manifest.text_input, text_token_budget,
+                                             text_padding_limit, on_gpu=self._device != "cpu",
+                                             token_multiple=TOKEN_MULTIPLE if self._graphed else 1)
         self.execution_provider = self._describe()
 
     def _load(self, model_path: Path):
