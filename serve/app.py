@@ -20,6 +20,7 @@ from serve.binary import HEADER_LENGTH, binary_inputs, binary_outputs, split_bod
 from serve.batcher import BatchError, Batcher, DeadlineExceeded, QueueFull
 from serve.cache import ResultCache, cache_key
 from serve.coalesce import Coalescer
+from serve.deployment_options import autoscaling_problem, running_deployment_config
 from serve.fastapi_routes import model_api
 from serve.guards import check_bearer_token, check_element_count
 from serve.ingress_stamp import IngressStamp
@@ -45,6 +46,10 @@ class ModelServer:
     """Serves one artifact: cache, then dynamic batcher, then onnxruntime."""
 
     def __init__(self, artifact_dir: str, settings: ServeSettings, versions: "list[str] | None" = None) -> None:
+        own_http = replica_http_enabled(dict(os.environ))  # HAProxy sends this model's requests to our own server
+        problem = autoscaling_problem(running_deployment_config(), own_http)
+        if problem:
+            raise ValueError(problem)
         self._model = load_model(Path(artifact_dir), settings.intra_op_threads, settings)
         if self._model.manifest.text_input is not None:
             tokenize_in_calling_thread(on_gpu=not self._model.on_cpu)
@@ -75,7 +80,7 @@ class ModelServer:
         self._asgi_app = InferenceRoutes(self.answer_inference, model_api(self))
         self._http: ReplicaHTTPServer | None = None
         self._http_started: asyncio.Task | None = None
-        if replica_http_enabled(dict(os.environ)):  # HAProxy sends this model's requests to our own server
+        if own_http:
             newest = self._versions[0] == self._manifest.version
             prefix = route_prefix(self._manifest.name, self._manifest.version, newest)
             self._http = ReplicaHTTPServer(self.answer_inference, self._asgi_app, prefix, settings.max_body_bytes,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import threading
 import time
 import urllib.request
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from optiserve.local_server import free_port, metric_sum, settled
+from serve.deployment_options import OWN_POLICY
 from tests.deploy.cluster import RayCluster, start_cluster, stop_cluster
 from tests.deploy.test_serve_config import load_config, model_apps
 
@@ -202,3 +204,34 @@ def plot_timeline(began: float, log: list, samples: list, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def test_autoscaling_on_rays_default_policy_is_refused_with_the_fix(cluster, deployed, digits_artifact, tmp_path):
+    """Without optiserve's policy the deployment would never scale up: its replicas refuse to start and say
+    why; the config with the policy line then deploys again."""
+    url, port = deployed
+    config = yaml.safe_load(write_config(tmp_path / "serve_config.yaml", digits_artifact, port).read_text())
+    for app in model_apps(config):
+        deployment = app["deployments"][0]
+        del deployment["autoscaling_config"]["policy"]
+        # a new artifact path is a new version of the app: Ray starts new replicas, which run the check
+        app["args"]["artifact_dir"] = str(shutil.copytree(digits_artifact, tmp_path / "digits-copy"))
+    (tmp_path / "no_policy.yaml").write_text(yaml.safe_dump(config))
+    cluster.serve("deploy", str(tmp_path / "no_policy.yaml"))
+    deadline, status = time.monotonic() + 180, {}
+    while time.monotonic() < deadline:
+        status = cluster.applications().get("digits", {})
+        if status.get("status") == "DEPLOY_FAILED":
+            break
+        time.sleep(1)
+    assert status.get("status") == "DEPLOY_FAILED", f"deployed without optiserve's policy: {status}"
+    why = status["deployments"]["model-digits"]["message"]  # the application's own message is generic
+    assert OWN_POLICY in why and "min_replicas" in why, why
+    cluster.serve("deploy", str(write_config(tmp_path / "serve_config.yaml", digits_artifact, port)))
+    deadline = time.monotonic() + 60
+    while cluster.applications()["digits"]["status"] == "DEPLOY_FAILED" and time.monotonic() < deadline:
+        time.sleep(0.5)  # until the controller has taken the new config
+    cluster.wait_running(["digits"])  # the config with the policy line deploys again
+    log: list = []
+    asyncio.run(load(url, concurrency=2, seconds=1, seed=5, log=log))
+    assert log and all(outcome == 200 for _, _, outcome in log), {outcome for _, _, outcome in log}
