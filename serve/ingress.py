@@ -68,6 +68,7 @@ class AdmissionPolicy:
     listen_after_apps: tuple[str, ...] = ()  # keep the HTTP port closed until each of these apps has a replica
     quiet_requests: bool = False  # no log line per request (events are still logged)
     replica_http: bool = False  # model traffic to each replica's own server (serve/replica_http.py), not Ray's
+    niceness: int | None = None  # HAProxy's scheduling niceness (None: the 15 Ray starts its workers' children at)
 
     def __post_init__(self) -> None:
         if not isinstance(self.listen_after_apps, tuple) or not all(
@@ -83,6 +84,9 @@ class AdmissionPolicy:
         for name in ("quiet_requests", "replica_http"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{POLICY_VARIABLE}: {name} must be true or false, got {getattr(self, name)!r}")
+        if self.niceness is not None and (
+                not isinstance(self.niceness, int) or isinstance(self.niceness, bool) or not -20 <= self.niceness <= 19):
+            raise ValueError(f"{POLICY_VARIABLE}: niceness must be an integer from -20 to 19, got {self.niceness!r}")
 
     def to_environment(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -100,7 +104,7 @@ class AdmissionPolicy:
         except (TypeError, AttributeError, json.JSONDecodeError) as error:
             raise ValueError(f"{POLICY_VARIABLE}={text!r}: expected a JSON object with the fields "
                              f"replica_maxconn, queue_per_replica, queue_timeout_ms, reject_status, and optionally "
-                             f"listen_after_apps, quiet_requests and replica_http ({error})") from None
+                             f"listen_after_apps, quiet_requests, replica_http and niceness ({error})") from None
 
 
 RAY_PORT_RANGE = ("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT")
@@ -308,9 +312,24 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of `optiserve-haproxy`: rewrite the configuration, then exec HAProxy with the same arguments."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        rewrite_in_place(config_path(argv), AdmissionPolicy.from_environment(dict(os.environ)))
+        policy = AdmissionPolicy.from_environment(dict(os.environ))
+        rewrite_in_place(config_path(argv), policy)
         binary = real_haproxy()
     except (OSError, ValueError) as error:
         print(f"{SHIM_COMMAND}: {error}", file=sys.stderr)
         sys.exit(2)
+    if policy.niceness is not None:
+        set_niceness(policy.niceness)
     os.execv(binary, [binary, *argv])
+
+
+def set_niceness(niceness: int) -> None:
+    """This process's niceness, which HAProxy keeps across the exec. Ray starts it from the HAProxyManager
+    actor, whose workers run at niceness 15 like the replicas: under full CPU a refusal HAProxy decides in
+    microseconds then waits its turn behind the replicas' model calls. Lowering it needs CAP_SYS_NICE (root,
+    or a container granted it); without it HAProxy runs as Ray started it, and says so."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    except OSError as error:
+        print(f"{SHIM_COMMAND}: HAProxy stays at niceness {os.getpriority(os.PRIO_PROCESS, 0)}, not {niceness}: "
+              f"{error}", file=sys.stderr)

@@ -48,6 +48,7 @@ def ray_serve_environment(settings: ServeSettings, apps: tuple[str, ...] = ()) -
                 # Ray's HAProxy metrics are parsed from the per-request lines; access_log asks for them too
                 quiet_requests=not (settings.ingress_request_metrics or settings.access_log),
                 replica_http=settings.replica_http,
+                niceness=settings.ingress_niceness,
             ).to_environment()
     return environment
 

@@ -138,6 +138,12 @@ class ServeSettings(BaseSettings):
         "and draining stay Ray's. Digits served 2x the requests per second at 8 clients on 2 cores "
         "(docs/BENCHMARKS.md). Autoscaling then needs serve.autoscaling:ongoing_requests_policy (deploy/)",
     )
+    ingress_niceness: int | None = Field(
+        0, ge=-20, le=19, description="HAProxy ingress with admission: its scheduling niceness. Ray starts it at "
+        "the 15 of its worker processes, the replicas' too, so under full CPU its refusals waited behind model "
+        "calls (probe refusals p99 50-72 ms at 3x overload on 2 cores, 4-5 ms at 0: docs/RELIABILITY.md). "
+        "Below 15 needs CAP_SYS_NICE (root); without it HAProxy stays at 15. None: leave it as Ray starts it",
+    )
     ingress_queue_per_replica: int = Field(
         64, ge=1, description="HAProxy ingress with admission: requests queued per usable model replica before "
         "new ones are refused; bounds the wait of accepted requests under overload",

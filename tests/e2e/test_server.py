@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import aiohttp
 import numpy as np
 import onnxruntime as ort
+import psutil
 import pytest
 
 from optimize.demo_digits import load_split
@@ -101,6 +103,19 @@ def test_model_requests_are_answered_by_the_replicas_own_server_and_the_root_app
     root = asyncio.run(headers("GET", f"{server.url}/v2/health/live"))
     assert "x-request-id" not in model and "x-request-id" not in metadata and "date" in model
     assert "x-request-id" in root
+
+
+def test_the_ingress_runs_at_normal_priority_and_the_replicas_at_rays(server):
+    """Ray runs its workers (the replicas) at niceness 15 and HAProxy would inherit it; the server lowers
+    HAProxy's to 0 (ServeSettings.ingress_niceness) where it may: as root, or with CAP_SYS_NICE."""
+    tree = psutil.Process(server.process.pid).children(recursive=True)
+    haproxy = [p for p in tree if p.name() == "haproxy"]
+    replicas = [p for p in tree if "ServeReplica:digits" in p.name()]
+    assert haproxy and len(replicas) == 2
+    assert {p.nice() for p in replicas} == {15}, "Ray's worker niceness changed: revisit ingress_niceness"
+    if os.geteuid() != 0:
+        pytest.skip(f"not root (uid {os.geteuid()}): HAProxy may not be lowered below 15 here")
+    assert {p.nice() for p in haproxy} == {0}
 
 
 def tolerance(artifact) -> float:

@@ -1,8 +1,10 @@
 """The HAProxy configuration rewrite (serve/ingress.py): pure text in, text out, checked by HAProxy itself."""
 
 import contextlib
+import dataclasses
 import http.server
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -165,6 +167,32 @@ def test_the_command_rewrites_then_runs_haproxy_in_its_place(tmp_path):
     assert "maxconn 128" in (tmp_path / "haproxy.cfg").read_text()
 
 
+def test_the_command_runs_haproxy_at_the_policys_niceness(tmp_path):
+    """HAProxy inherits the command's niceness across the exec. Raising it needs no privilege; a command that
+    may not lower it runs HAProxy as it was and says so."""
+    (tmp_path / "haproxy.cfg").write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))
+    started_at = os.getpriority(os.PRIO_PROCESS, 0)
+    wanted = min(started_at + 2, 19)
+    environment = {ingress.POLICY_VARIABLE: dataclasses.replace(POLICY, niceness=wanted).to_environment(),
+                   "PATH": "/usr/bin:/bin"}
+    # `sh -c 'ps ...'` stands in for HAProxy (the exec'd binary) and reports the niceness it runs at
+    shim = ("import os, serve.ingress as i; i.real_haproxy = lambda: '/bin/sh'; "
+            "i.main(['-c', 'ps -o ni= -p $$', '-f', os.environ['CONFIG']])")
+    check = subprocess.run([sys.executable, "-c", shim], env={**environment, "CONFIG": str(tmp_path / "haproxy.cfg")},
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert int(check.stdout.split()[-1]) == wanted
+
+
+def test_a_niceness_the_command_may_not_set_leaves_haproxy_as_it_was(monkeypatch, capsys):
+    def refused(*_args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", refused)
+    ingress.set_niceness(-20)
+    assert f"HAProxy stays at niceness {os.getpriority(os.PRIO_PROCESS, 0)}, not -20" in capsys.readouterr().err
+
+
 def test_the_command_fails_loudly_without_its_policy(tmp_path):
     (tmp_path / "haproxy.cfg").write_text(RAY_CONFIG.format(dir=tmp_path, port=8000))
     check = subprocess.run([sys.executable, "-c", "from serve.ingress import main; main()", "-f",
@@ -176,7 +204,7 @@ def test_the_command_fails_loudly_without_its_policy(tmp_path):
 def test_the_policy_round_trips_through_the_environment():
     assert AdmissionPolicy.from_environment({ingress.POLICY_VARIABLE: POLICY.to_environment()}) == POLICY
     waiting = AdmissionPolicy(1, 2, 3, 503, listen_after_apps=("digits", "minilm-v2"), quiet_requests=True,
-                              replica_http=True)
+                              replica_http=True, niceness=-5)
     assert AdmissionPolicy.from_environment({ingress.POLICY_VARIABLE: waiting.to_environment()}) == waiting
 
 
@@ -197,6 +225,10 @@ def test_the_policy_round_trips_through_the_environment():
      '"quiet_requests": "yes"}', "quiet_requests must be true or false"),
     ('{"replica_maxconn": 1, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503, '
      '"replica_http": 1}', "replica_http must be true or false"),
+    ('{"replica_maxconn": 1, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503, '
+     '"niceness": 20}', "niceness must be an integer from -20 to 19"),
+    ('{"replica_maxconn": 1, "queue_per_replica": 1, "queue_timeout_ms": 1, "reject_status": 503, '
+     '"niceness": "0"}', "niceness must be an integer from -20 to 19"),
 ])
 def test_a_bad_policy_says_what_was_expected(text, expected):
     with pytest.raises(ValueError, match=expected):
