@@ -141,7 +141,7 @@ class ServeSettings(BaseSettings):
     ingress_niceness: int | None = Field(
         0, ge=-20, le=19, description="HAProxy ingress with admission: its scheduling niceness. Ray starts it at "
         "the 15 of its worker processes, the replicas' too, so under full CPU its refusals waited behind model "
-        "calls (probe refusals p99 50-72 ms at 3x overload on 2 cores, 4-5 ms at 0: docs/RELIABILITY.md). "
+        "calls (probe refusals p99 50-72 ms at 3x overload on 2 cores, 4-7 ms at 0 to 5: docs/RELIABILITY.md). "
         "Below 15 needs CAP_SYS_NICE (root); without it HAProxy stays at 15. None: leave it as Ray starts it",
     )
     ingress_queue_per_replica: int = Field(
