@@ -30,6 +30,9 @@ same arguments). The rewrite:
   instead of answering errors. Once open, it stays open (a marker file next to the configuration), even
   if every replica of a model dies.
 
+Before it becomes HAProxy, the command also sets its own niceness (the policy's `niceness`), which HAProxy
+keeps: Ray starts it at the 15 of its worker processes, the replicas' too (`set_niceness`).
+
 Each HAProxy applies the caps on its own: on a cluster with an ingress on several nodes, a replica may
 hold that many requests from each.
 
