@@ -66,10 +66,10 @@ class TextBodies:
         return [json.loads(self._bodies[i])["inputs"][0]["data"][0] for i in range(count)]
 
 
-
 def bodies_for(model: str, artifact: Path) -> DigitsBodies | TextBodies:
     """The request bodies for a model of the benchmarks: sentences for minilm (from its tokenizer), digits else."""
     return TextBodies(artifact / "tokenizer.json") if model == "minilm" else DigitsBodies()
+
 
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -43,15 +43,15 @@ def choose_padding_limit(configured: float | None, on_gpu: bool) -> float:
     return GPU_PADDING_LIMIT if on_gpu else CPU_PADDING_LIMIT
 
 
-
 def device_text_encoder(artifact_dir: Path, spec: TextInput, token_budget: int | None, padding_limit: float | None,
                         on_gpu: bool, token_multiple: int = 1) -> "TextEncoder":
     """A TextEncoder with the configured budget and padding limit, or this device's defaults where not set."""
     return TextEncoder(artifact_dir, spec, choose_token_budget(token_budget),
                        choose_padding_limit(padding_limit, on_gpu), token_multiple)
 
+
 def tokenize_in_calling_thread(on_gpu: bool, environ: MutableMapping[str, str] = os.environ) -> None:
-    """On a CPU, tokenizers' encode_batch runs in the caller's thread (unless TOKENIZERS_PARALLELISM is set).
+    """On a CPU, tokenizers' encode_batch_fast runs in the caller's thread (unless TOKENIZERS_PARALLELISM is set).
 
     Its own thread pool keeps its threads spinning after each batch: CPU the model needs where replicas =
     cores (MiniLM at 8 concurrent clients: +2-7%, docs/BENCHMARKS.md). Tokenizers reads the variable at each
