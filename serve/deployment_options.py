@@ -8,6 +8,11 @@ through optiserve's settings, so the replica checks them itself when it starts. 
   (serve/replica_http.py) never cross Ray's request path, so that policy would see none and hold the
   deployment at `min_replicas` under any load, silently. optiserve's policy (serve/autoscaling.py) counts
   them. A custom policy of the user's own is left alone: it may count them too.
+
+Only a starting replica checks: Ray 2.60 counts deployments' autoscaling policies in an application's code
+version, so a config that changes or drops the policy line rebuilds the application and starts new replicas
+(never a lightweight update of running ones). Ray stops old replicas as new ones start, so a refused update
+of a 1-replica deployment leaves it with none until a good config is deployed.
 """
 
 from __future__ import annotations
