@@ -11,8 +11,8 @@ through optiserve's settings, so the replica checks them itself when it starts. 
 
 Only a starting replica checks: Ray 2.60 counts deployments' autoscaling policies in an application's code
 version, so a config that changes or drops the policy line rebuilds the application and starts new replicas
-(never a lightweight update of running ones). Ray stops old replicas as new ones start, so a refused update
-of a 1-replica deployment leaves it with none until a good config is deployed.
+(never a lightweight update of running ones). With deploy/serve_config.yaml's `max_surge_percent` the old
+replicas keep serving while the new ones are refused.
 """
 
 from __future__ import annotations

@@ -207,7 +207,8 @@ def plot_timeline(began: float, log: list, samples: list, path: Path) -> None:
 
 def test_autoscaling_on_rays_default_policy_is_refused_with_the_fix(cluster, deployed, digits_artifact, tmp_path):
     """Without optiserve's policy the deployment would never scale up: its replicas refuse to start and say
-    why; the config with the policy line then deploys again."""
+    why, while the old replica keeps answering (max_surge_percent); the config with the policy line then
+    deploys again."""
     url, port = deployed
     config = yaml.safe_load(write_config(tmp_path / "serve_config.yaml", digits_artifact, port).read_text())
     for app in model_apps(config):
@@ -225,6 +226,9 @@ def test_autoscaling_on_rays_default_policy_is_refused_with_the_fix(cluster, dep
     assert status.get("status") == "DEPLOY_FAILED", f"deployed without optiserve's policy: {status}"
     why = status["deployments"]["model-digits"]["message"]  # the application's own message is generic
     assert OWN_POLICY in why and "min_replicas" in why, why
+    log: list = []
+    asyncio.run(load(url, concurrency=2, seconds=1, seed=4, log=log))  # the old replica, still serving
+    assert log and all(outcome == 200 for _, _, outcome in log), {outcome for _, _, outcome in log}
     cluster.serve("deploy", str(write_config(tmp_path / "serve_config.yaml", digits_artifact, port)))
     deadline = time.monotonic() + 60
     while cluster.applications()["digits"]["status"] == "DEPLOY_FAILED" and time.monotonic() < deadline:
