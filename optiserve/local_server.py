@@ -5,6 +5,7 @@ Used by `optiserve demo`, the end-to-end tests and the benchmarks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,10 +22,19 @@ from prometheus_client.parser import text_string_to_metric_families
 STARTUP_TIMEOUT_S = 180
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` different loopback ports, free now. Each stays bound until all are chosen: one bind-and-close at
+    a time can give the same port twice (seen: a server's HTTP and metrics ports, so Ray's metrics agent took
+    the port before HAProxy could)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def scrape(metrics_url: str) -> list:
@@ -98,13 +108,16 @@ def launch_server(
     env: dict[str, str] | None = None,
 ) -> RunningServer:
     """Start the server process and return at once, while it is still starting."""
-    port, metrics_port = port or free_port(), metrics_port or free_port()
+    spare = [chosen for chosen in free_ports(4) if chosen not in (port, metrics_port)]
+    port, metrics_port = port or spare.pop(), metrics_port or spare.pop()
+    haproxy_ports = haproxy_port_environment(spare.pop(), spare.pop())
     command = [
         sys.executable, "-m", "optiserve.cli", "serve", *map(str, artifacts),
         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port), *extra_args,
     ]
     log = open(log_path, "w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_environment(env))
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                               env=child_environment(haproxy_ports, env))
     return RunningServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", process, log_path)
 
 
@@ -126,15 +139,15 @@ def wait_until_ready(server: RunningServer) -> RunningServer:
     raise RuntimeError(f"server not ready after {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
 
 
-def _child_environment(extra: dict[str, str] | None) -> dict[str, str]:
-    """The server's environment. HAProxy's metrics and stats ports are fixed by default
-    (9101, 8404, all interfaces): free loopback ports let several local servers coexist."""
-    environment = {
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        **os.environ,
-    }
-    return {**environment, **(extra or {})}
+def haproxy_port_environment(metrics_port: int, stats_port: int) -> dict[str, str]:
+    """HAProxy's metrics and stats ports are fixed by default (9101, 8404, all interfaces): free loopback
+    ports let several local servers coexist."""
+    return {"RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port), "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port)}
+
+
+def child_environment(haproxy_ports: dict[str, str], extra: dict[str, str] | None) -> dict[str, str]:
+    """A server's environment: this one's, HAProxy's ports where it sets none, then `extra`."""
+    return {**haproxy_ports, **os.environ, **(extra or {})}
 
 
 def stop_server(server: RunningServer, timeout_s: float = 60) -> int:

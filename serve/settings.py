@@ -187,6 +187,12 @@ class ServeSettings(BaseSettings):
         return self.replica_log_level or ("INFO" if self.access_log else "WARNING")
 
     @model_validator(mode="after")
+    def _ports_differ(self) -> "ServeSettings":
+        if self.metrics_port == self.port:  # Ray's metrics agent binds first: the ingress would never listen
+            raise ValueError(f"metrics_port: expected a port other than the HTTP port, got {self.port} for both")
+        return self
+
+    @model_validator(mode="after")
     def _access_log_is_logged(self) -> "ServeSettings":
         if self.access_log and self.replica_log_level in ("WARNING", "ERROR"):
             raise ValueError(f"access_log writes at INFO: expected replica_log_level DEBUG or INFO (or unset) with "

@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from optiserve.local_server import free_port
+from optiserve.local_server import free_ports
 
 BIN = Path(sys.executable).parent
 
@@ -64,16 +64,16 @@ class RayCluster:
 
 def start_cluster(nodes: int = 2, cpus_per_node: int = 1) -> RayCluster:
     env = node_environment()
-    port, dashboard_port = free_port(), free_port()
-    metrics_ports = [free_port() for _ in range(nodes)]
+    port, dashboard_port, *node_ports = free_ports(2 + 2 * nodes)
+    metrics_ports, agent_ports = node_ports[:nodes], node_ports[nodes:]
     cluster = RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", metrics_ports, env)
     common = ["--num-cpus", str(cpus_per_node), "--disable-usage-stats"]
     cluster.ray("start", "--head", "--port", str(port), "--dashboard-host", "127.0.0.1",
                 "--system-config", json.dumps({"metrics_report_interval_ms": 1000}),
                 "--dashboard-port", str(dashboard_port), "--metrics-export-port", str(metrics_ports[0]), *common)
-    for metrics_port in metrics_ports[1:]:
+    for metrics_port, agent_port in zip(metrics_ports[1:], agent_ports[1:]):
         cluster.ray("start", "--address", cluster.gcs_address, "--metrics-export-port", str(metrics_port),
-                    "--dashboard-agent-listen-port", str(free_port()), *common)
+                    "--dashboard-agent-listen-port", str(agent_port), *common)
     deadline = time.monotonic() + 60
     while cluster.ray("status", "--address", cluster.gcs_address).count(" node_") < nodes:
         if time.monotonic() > deadline:

@@ -32,3 +32,9 @@ def test_rays_replica_logger_is_quiet_unless_requests_are_logged(monkeypatch):
 def test_an_access_log_below_the_replica_log_level_is_refused():
     with pytest.raises(ValidationError, match="access_log writes at INFO: expected replica_log_level DEBUG or INFO"):
         ServeSettings(access_log=True, replica_log_level="WARNING")
+
+
+def test_the_metrics_port_must_differ_from_the_http_port():
+    with pytest.raises(ValidationError, match="metrics_port: expected a port other than the HTTP port, got 9000"):
+        ServeSettings(port=9000, metrics_port=9000)
+    assert ServeSettings(port=9000, metrics_port=9001).metrics_port == 9001
