@@ -91,7 +91,7 @@ def serve_fixed(port: int) -> None:
 def measure(repeats: int, concurrency: list[int], seconds: float) -> None:
     from benchmarks.load_client import DigitsBodies, closed_loop
     from benchmarks.peer_systems import SYSTEMS, _stop_group, _wait_until_answers, start
-    from optiserve.local_server import child_environment, free_ports, haproxy_port_environment
+    from optiserve.local_server import child_environment, free_ports
 
     artifact, logs = ROOT / "artifacts" / "digits", ROOT / "build" / "ray-floor"
     logs.mkdir(parents=True, exist_ok=True)
@@ -105,8 +105,7 @@ def measure(repeats: int, concurrency: list[int], seconds: float) -> None:
             system, log_path = systems[name], logs / f"{len(rates[name][concurrency[0]])}-{name[:12]}.log"
             if system is None:
                 port, haproxy_metrics, haproxy_stats = free_ports(3)
-                environment = child_environment(haproxy_port_environment(haproxy_metrics, haproxy_stats),
-                                                {"RAY_ADDRESS": "local"})
+                environment = child_environment(haproxy_metrics, haproxy_stats, {"RAY_ADDRESS": "local"})
                 process = subprocess.Popen([sys.executable, __file__, "serve", str(port)], cwd=ROOT,
                                            stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
                                            start_new_session=True, env=environment)

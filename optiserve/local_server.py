@@ -110,14 +110,13 @@ def launch_server(
     """Start the server process and return at once, while it is still starting."""
     spare = [chosen for chosen in free_ports(4) if chosen not in (port, metrics_port)]
     port, metrics_port = port or spare.pop(), metrics_port or spare.pop()
-    haproxy_ports = haproxy_port_environment(spare.pop(), spare.pop())
     command = [
         sys.executable, "-m", "optiserve.cli", "serve", *map(str, artifacts),
         "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port), *extra_args,
     ]
     log = open(log_path, "w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               env=child_environment(haproxy_ports, env))
+                               env=child_environment(spare.pop(), spare.pop(), env))
     return RunningServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", process, log_path)
 
 
@@ -139,14 +138,13 @@ def wait_until_ready(server: RunningServer) -> RunningServer:
     raise RuntimeError(f"server not ready after {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
 
 
-def haproxy_port_environment(metrics_port: int, stats_port: int) -> dict[str, str]:
-    """HAProxy's metrics and stats ports are fixed by default (9101, 8404, all interfaces): free loopback
-    ports let several local servers coexist."""
-    return {"RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port), "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port)}
-
-
-def child_environment(haproxy_ports: dict[str, str], extra: dict[str, str] | None) -> dict[str, str]:
-    """A server's environment: this one's, HAProxy's ports where it sets none, then `extra`."""
+def child_environment(haproxy_metrics_port: int, haproxy_stats_port: int,
+                      extra: dict[str, str] | None) -> dict[str, str]:
+    """A server's environment: this one's, then `extra`. HAProxy's metrics and stats ports are fixed by default
+    (9101, 8404, all interfaces): the free loopback ports given here, where the environment sets none, let
+    several local servers coexist."""
+    haproxy_ports = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(haproxy_metrics_port),
+                     "RAY_SERVE_HAPROXY_STATS_PORT": str(haproxy_stats_port)}
     return {**haproxy_ports, **os.environ, **(extra or {})}
 
 

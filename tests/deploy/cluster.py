@@ -64,14 +64,14 @@ class RayCluster:
 
 def start_cluster(nodes: int = 2, cpus_per_node: int = 1) -> RayCluster:
     env = node_environment()
-    port, dashboard_port, *node_ports = free_ports(2 + 2 * nodes)
-    metrics_ports, agent_ports = node_ports[:nodes], node_ports[nodes:]
+    port, dashboard_port, *node_ports = free_ports(1 + 2 * nodes)
+    metrics_ports, agent_ports = node_ports[:nodes], node_ports[nodes:]  # the head's agent: Ray's default port
     cluster = RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", metrics_ports, env)
     common = ["--num-cpus", str(cpus_per_node), "--disable-usage-stats"]
     cluster.ray("start", "--head", "--port", str(port), "--dashboard-host", "127.0.0.1",
                 "--system-config", json.dumps({"metrics_report_interval_ms": 1000}),
                 "--dashboard-port", str(dashboard_port), "--metrics-export-port", str(metrics_ports[0]), *common)
-    for metrics_port, agent_port in zip(metrics_ports[1:], agent_ports[1:]):
+    for metrics_port, agent_port in zip(metrics_ports[1:], agent_ports):
         cluster.ray("start", "--address", cluster.gcs_address, "--metrics-export-port", str(metrics_port),
                     "--dashboard-agent-listen-port", str(agent_port), *common)
     deadline = time.monotonic() + 60
