@@ -72,3 +72,48 @@ def test_a_follower_computes_itself_when_the_leader_ran_out_of_time():
         return follower
 
     assert asyncio.run(scenario()) == ("follower's own answer", False)
+
+
+def test_a_follower_gets_its_504_at_its_own_deadline_not_when_the_leader_finishes():
+    async def slow_compute():
+        await asyncio.sleep(0.5)
+        return "leader's answer"
+
+    async def scenario():
+        coalescer = Coalescer()
+        loop = asyncio.get_running_loop()
+        leader = asyncio.ensure_future(coalescer.run(b"k", slow_compute, loop.time() + 5))
+        await asyncio.sleep(0)
+        started = loop.time()
+        with pytest.raises(DeadlineExceeded, match="identical request in flight"):
+            await coalescer.run(b"k", slow_compute, started + 0.05)
+        waited = loop.time() - started
+        return waited, await leader
+
+    waited, leader = asyncio.run(scenario())
+    assert waited < 0.4  # its own 50 ms deadline, not the leader's 500 ms computation
+    assert leader == ("leader's answer", False)  # the leader is not disturbed
+
+
+def test_a_follower_whose_deadline_passed_does_not_compute_after_the_leader_ran_out_of_time():
+    calls = []
+
+    async def leader_compute():
+        await asyncio.sleep(0.05)
+        raise DeadlineExceeded("leader's deadline")
+
+    async def follower_compute():
+        calls.append(1)
+        return "too late"
+
+    async def scenario():
+        coalescer = Coalescer()
+        leader = asyncio.ensure_future(coalescer.run(b"k", leader_compute))
+        await asyncio.sleep(0)
+        with pytest.raises(DeadlineExceeded):
+            await coalescer.run(b"k", follower_compute, asyncio.get_running_loop().time() + 0.01)
+        with pytest.raises(DeadlineExceeded):
+            await leader
+
+    asyncio.run(scenario())
+    assert calls == []
