@@ -200,7 +200,7 @@ class ModelServer:
         if result is not None:
             return result, "hit"
         result, coalesced = await self._coalescer.run(
-            key, lambda: self._shared_or_compute(key, inputs, outputs, deadline)
+            key, lambda: self._shared_or_compute(key, inputs, outputs, deadline), deadline
         )
         if coalesced:
             self._metrics.observe_coalesced()
