@@ -9,6 +9,7 @@ then the raw little-endian bytes of every input whose parameters carry
 
 from __future__ import annotations
 
+from serve.guards import header_integer
 from serve.protocol import InferenceRequest, ProtocolError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -18,10 +19,10 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """(JSON header, binary tail); without the header the whole body is JSON."""
     if header_length is None:
         return body, b""
-    if not header_length.isdigit() or int(header_length) > len(body):
-        raise ProtocolError(400, f"{HEADER_LENGTH}: expected the JSON header's length in bytes, at most the body's "
-                                 f"{len(body)}, got {header_length!r}")
-    size = int(header_length)
+    size = header_integer(header_length)
+    if size is None or size > len(body):
+        raise ProtocolError(400, f"{HEADER_LENGTH}: expected the JSON header's length in bytes as ASCII digits, "
+                                 f"at most the body's {len(body)}, got {header_length[:40]!r}")
     return body[:size], body[size:]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import re
 from typing import AsyncIterator
 
 from serve.protocol import InferenceRequest, ProtocolError
@@ -19,13 +20,24 @@ def check_bearer_token(authorization: str | None, token: str | None) -> None:
                             {"WWW-Authenticate": 'Bearer realm="optiserve"'})
 
 
+_DECIMAL = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes '²', which int() refuses
+
+
+def header_integer(value: str | None) -> int | None:
+    """A header's non-negative decimal integer (up to 18 digits), or None when absent or not one."""
+    if value is None or not _DECIMAL.fullmatch(value.strip()):
+        return None
+    return int(value)
+
+
 async def read_body(declared_length: str | None, chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
     """The whole body, refused with 413 as soon as it is known to exceed `max_bytes`.
 
     `declared_length` is the Content-Length header (None when absent); a lying one is caught while reading.
     """
-    if declared_length is not None and declared_length.isdigit() and int(declared_length) > max_bytes:
-        raise ProtocolError(413, f"request body of {int(declared_length)} bytes exceeds the limit of {max_bytes} bytes")
+    declared = header_integer(declared_length)
+    if declared is not None and declared > max_bytes:
+        raise ProtocolError(413, f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes")
     parts, size = [], 0
     async for chunk in chunks:
         size += len(chunk)

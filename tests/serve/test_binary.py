@@ -38,6 +38,10 @@ def test_binary_inputs_decode_to_the_same_array():
         (lambda body, n: (body[:-4], n), "does not fit"),
         (lambda body, n: (body, "abc"), "Inference-Header-Content-Length: expected"),
         (lambda body, n: (body, str(10**9)), "at most the body's"),
+        (lambda body, n: (body, "9" * 5000), "as ASCII digits"),  # int() refuses over 4,300 digits
+        (lambda body, n: (body, "\u00b2"), "as ASCII digits"),  # '²'.isdigit() is True; int('²') raises
+        (lambda body, n: (body, "\u0664\u0662"), "as ASCII digits"),  # Arabic-Indic digits: int() would take them
+        (lambda body, n: (body, "-1"), "as ASCII digits"),
     ],
 )
 def test_binary_framing_errors_are_400s_naming_what_was_expected(mutate, message):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from serve.guards import check_bearer_token, check_element_count, read_body
+from serve.guards import check_bearer_token, check_element_count, header_integer, read_body
 from serve.protocol import ProtocolError, parse_request
 
 
@@ -54,3 +54,18 @@ def test_element_count_adds_up_across_inputs():
 def test_a_huge_declared_shape_is_refused_before_any_data_is_converted():
     with pytest.raises(ProtocolError, match="limit per request"):
         check_element_count(request_with_shapes((10**12, 64)), max_elements=10**6)
+
+
+@pytest.mark.parametrize("declared", ["9" * 5000, "\u00b2", "\u0664\u0662", "-5", "1e3", " "])
+def test_a_content_length_that_is_not_ascii_digits_is_ignored_and_the_body_is_still_held_to_the_limit(declared):
+    assert asyncio.run(read_body(declared, chunks_of(b"x" * 95), max_bytes=100)) == b"x" * 95
+    with pytest.raises(ProtocolError) as caught:
+        asyncio.run(read_body(declared, chunks_of(b"x" * 1000), max_bytes=100))
+    assert caught.value.status == 413
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("123", 123), (" 42 ", 42), ("0", 0), (None, None), ("", None), ("9" * 19, None), ("\u00b2", None), ("+1", None),
+])
+def test_header_integer_takes_only_short_runs_of_ascii_digits(value, expected):
+    assert header_integer(value) == expected
