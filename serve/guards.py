@@ -47,13 +47,19 @@ async def read_body(declared_length: str | None, chunks: AsyncIterator[bytes], m
     return b"".join(parts)
 
 
-def check_element_count(request: InferenceRequest, max_elements: int) -> None:
-    """Refuse with 413 a request whose declared tensor shapes add up to more than `max_elements` values."""
-    total = 0
+def check_element_count(request: InferenceRequest, max_elements: int, max_strings: int | None = None) -> None:
+    """Refuse with 413 a request whose declared tensor shapes add up to more than `max_elements` values, or
+    more than `max_strings` BYTES elements. Runs before any data is converted."""
+    total = strings = 0
     for tensor in request.inputs:
         if any(size < 0 for size in tensor.shape):
             continue  # a negative size is a shape error, reported with the expected shape later
-        total += math.prod(tensor.shape)
+        count = math.prod(tensor.shape)
+        total += count
         if total > max_elements:
             raise ProtocolError(413, f"input {tensor.name!r}: shape {tensor.shape} brings the request to more than "
                                      f"{max_elements} elements, the limit per request")
+        strings += count if tensor.datatype == "BYTES" else 0
+        if max_strings is not None and strings > max_strings:
+            raise ProtocolError(413, f"input {tensor.name!r}: shape {tensor.shape} brings the request to more than "
+                                     f"{max_strings} BYTES elements (strings), the limit per request (max_strings)")

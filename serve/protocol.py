@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from optimize.manifest import Manifest, TensorSpec
+from serve.large_body import LARGE_BODY_BYTES, JSONError, is_lazy, lazy_list, lazy_values, parse_envelope
 
 NUMPY_DTYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -22,6 +23,7 @@ NUMPY_DTYPES = {
 }
 # numpy dtype kinds a JSON array may arrive as, per declared datatype family
 _ACCEPTED_KINDS = {"b": "b", "u": "bui", "i": "bui", "f": "buif"}
+MAX_STRING_BYTES = 64 << 10  # ServeSettings.max_string_bytes' default
 
 
 class ProtocolError(Exception):
@@ -55,10 +57,27 @@ class InferenceRequest(BaseModel):
 
 
 def parse_request(body: bytes) -> InferenceRequest:
+    """The request's envelope, validated. A large body's `data` arrays stay unconverted (serve.large_body)
+    until decode_inputs has checked them against the declared shapes."""
     try:
-        return InferenceRequest.model_validate_json(body)
+        if len(body) <= LARGE_BODY_BYTES:
+            return InferenceRequest.model_validate_json(body)
+        return _parse_large(body)
     except ValidationError as error:
         raise ProtocolError(400, f"invalid inference request: {_first_problem(error)}") from None
+
+
+def _parse_large(body: bytes) -> InferenceRequest:
+    try:
+        envelope, lazy_data = parse_envelope(body)
+    except JSONError as error:
+        raise ProtocolError(400, f"invalid inference request: expected a JSON object, body is not valid JSON "
+                                 f"({error})") from None
+    request = InferenceRequest.model_validate_json(orjson.dumps(envelope))  # small without data: JSON-mode rules
+    for tensor, data in zip(request.inputs, lazy_data):
+        if data is not None:
+            tensor.data = data  # checked against the shape, then converted, by decode_inputs
+    return request
 
 
 def _first_problem(error: ValidationError) -> str:
@@ -70,11 +89,13 @@ def _first_problem(error: ValidationError) -> str:
 
 
 def decode_inputs(
-    request: InferenceRequest, manifest: Manifest, raw: dict[str, bytes] | None = None
+    request: InferenceRequest, manifest: Manifest, raw: dict[str, bytes] | None = None,
+    max_string_bytes: int = MAX_STRING_BYTES,
 ) -> dict[str, np.ndarray]:
     """Turn request inputs into arrays, checking each against the manifest's input specs.
 
-    `raw` holds the bytes of inputs sent as binary data (serve.binary).
+    `raw` holds the bytes of inputs sent as binary data (serve.binary). Each input's declared shape and
+    the length of its data are checked before any value is converted.
     """
     raw = raw or {}
     specs = {spec.name: spec for spec in manifest.request_inputs}
@@ -86,7 +107,7 @@ def decode_inputs(
                                      f"expected inputs: {', '.join(specs)}")
         if tensor.name in arrays:
             raise ProtocolError(400, f"input {tensor.name!r}: given more than once")
-        arrays[tensor.name] = _decode_tensor(tensor, spec, raw.get(tensor.name))
+        arrays[tensor.name] = _decode_tensor(tensor, spec, raw.get(tensor.name), max_string_bytes)
     missing = [name for name in specs if name not in arrays]
     if missing:
         raise ProtocolError(400, f"missing input(s) {', '.join(missing)}; expected inputs: {', '.join(specs)}")
@@ -120,14 +141,14 @@ def requested_outputs(request: InferenceRequest, manifest: Manifest) -> tuple[st
     return names
 
 
-def _decode_tensor(tensor: RequestInput, spec: TensorSpec, raw: bytes | None) -> np.ndarray:
+def _decode_tensor(tensor: RequestInput, spec: TensorSpec, raw: bytes | None, max_string_bytes: int) -> np.ndarray:
     where = f"input {tensor.name!r}"
     if tensor.datatype != spec.datatype:
         raise ProtocolError(400, f"{where}: expected datatype {spec.datatype}, got {tensor.datatype}")
     if not _shape_matches(tensor.shape, spec.shape):
         raise ProtocolError(400, f"{where}: expected shape {_shape_text(spec.shape)}, got {list(tensor.shape)}")
     if spec.datatype == "BYTES":
-        return _decode_strings(tensor, raw)
+        return _decode_strings(tensor, raw, max_string_bytes)
     if spec.datatype not in NUMPY_DTYPES:
         raise ProtocolError(400, f"{where}: datatype {spec.datatype} is not supported by this server yet")
     expected_count = math.prod(tensor.shape)
@@ -139,8 +160,9 @@ def _decode_tensor(tensor: RequestInput, spec: TensorSpec, raw: bytes | None) ->
         return _finite(np.frombuffer(raw, dtype=target.newbyteorder("<")).astype(target).reshape(tensor.shape), where)
     if tensor.data is None:
         raise ProtocolError(400, f"{where}: expected 'data', or parameters.binary_data_size with binary data")
+    _check_data_length(tensor, expected_count, "values")
     try:
-        values = np.asarray(tensor.data)
+        values = lazy_values(tensor.data, target) if is_lazy(tensor.data) else np.asarray(tensor.data)
     except ValueError:
         raise ProtocolError(400, f"{where}: expected data as a flat or evenly nested list of numbers") from None
     if values.size and values.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
@@ -153,6 +175,18 @@ def _decode_tensor(tensor: RequestInput, spec: TensorSpec, raw: bytes | None) ->
         return _finite(values.astype(target, copy=False).reshape(tensor.shape), where)
 
 
+def _check_data_length(tensor: RequestInput, expected_count: int, what: str) -> None:
+    """Before converting anything: flat data holds the shape's element count, nested data its first dimension."""
+    data, rows = tensor.data, tensor.shape[0]
+    nested = len(data) > 0 and (is_lazy(data[0]) or isinstance(data[0], list))
+    if nested and len(data) != rows:
+        raise ProtocolError(400, f"input {tensor.name!r}: shape {list(tensor.shape)} needs nested data with {rows} "
+                                 f"lists at the top level, got {len(data)}")
+    if not nested and len(data) != expected_count:
+        raise ProtocolError(400, f"input {tensor.name!r}: shape {list(tensor.shape)} needs {expected_count} {what}, "
+                                 f"got {len(data)}")
+
+
 def _finite(array: np.ndarray, where: str) -> np.ndarray:
     """Refuse NaN and Inf (and values that overflowed the datatype): the model's answer would be NaN."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -162,16 +196,23 @@ def _finite(array: np.ndarray, where: str) -> np.ndarray:
     return array
 
 
-def _decode_strings(tensor: RequestInput, raw: bytes | None) -> np.ndarray:
-    """BYTES as UTF-8 text: JSON strings, or binary elements each prefixed by a 4-byte little-endian length."""
+def _decode_strings(tensor: RequestInput, raw: bytes | None, max_string_bytes: int) -> np.ndarray:
+    """BYTES as UTF-8 text: JSON strings, or binary elements each prefixed by a 4-byte little-endian length.
+
+    Each string is held to `max_string_bytes` of UTF-8 before anything reads it further.
+    """
     where = f"input {tensor.name!r}"
+    expected_count = math.prod(tensor.shape)
     if raw is not None:
-        items = [_utf8(item, where) for item in _split_length_prefixed(raw, where)]
+        split = _split_length_prefixed(raw, expected_count, where)
+        items = [_utf8(_within_limit(item, index, max_string_bytes, where), where) for index, item in enumerate(split)]
     elif tensor.data is None:
         raise ProtocolError(400, f"{where}: expected 'data', or parameters.binary_data_size with binary data")
     else:
-        items = list(_flat_strings(tensor.data, where))
-    expected_count = math.prod(tensor.shape)
+        _check_data_length(tensor, expected_count, "strings")
+        data = lazy_list(tensor.data) if is_lazy(tensor.data) else tensor.data
+        items = [_within_limit(item, index, max_string_bytes, where)
+                 for index, item in enumerate(_flat_strings(data, where))]
     if len(items) != expected_count:
         raise ProtocolError(400, f"{where}: shape {list(tensor.shape)} needs {expected_count} strings, got {len(items)}")
     array = np.empty(len(items), dtype=object)
@@ -190,9 +231,28 @@ def _flat_strings(data: list[Any], where: str):
                                      f"{str(item)[:40]!r}")
 
 
-def _split_length_prefixed(raw: bytes, where: str) -> list[bytes]:
+def _within_limit(item: str | bytes, index: int, max_bytes: int, where: str) -> str | bytes:
+    """`item` if its UTF-8 is at most `max_bytes` long (a str is measured without encoding when its length
+    alone decides); 413 otherwise."""
+    size = len(item)
+    if isinstance(item, str) and max_bytes // 4 < size <= max_bytes:
+        size = len(item.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ProtocolError(413, f"{where}: string {index} is {'over ' if isinstance(item, str) else ''}{max_bytes} "
+                                 f"bytes of UTF-8, the limit per string is {max_bytes} bytes (max_string_bytes)")
+    return item
+
+
+def _split_length_prefixed(raw: bytes, expected_count: int, where: str) -> list[bytes]:
+    """The elements of binary BYTES data; refused as soon as they outnumber the declared `expected_count`."""
+    if len(raw) < 4 * expected_count:
+        raise ProtocolError(400, f"{where}: {expected_count} binary BYTES elements need at least "
+                                 f"{4 * expected_count} bytes (a 4-byte length each), got {len(raw)}")
     items, offset = [], 0
     while offset < len(raw):
+        if len(items) == expected_count:
+            raise ProtocolError(400, f"{where}: binary BYTES data holds more than the {expected_count} elements its "
+                                     "shape declares")
         if offset + 4 > len(raw):
             raise ProtocolError(400, f"{where}: binary BYTES data ends inside an element's 4-byte length")
         size = int.from_bytes(raw[offset : offset + 4], "little")
@@ -212,9 +272,9 @@ def _utf8(item: bytes, where: str) -> str:
 
 
 def _shape_matches(shape: list[int], declared: tuple[int, ...]) -> bool:
-    if len(shape) != len(declared) or not shape or shape[0] < 1:
+    if len(shape) != len(declared) or not shape:
         return False
-    return all(size >= 0 and (want == -1 or size == want) for size, want in zip(shape, declared))
+    return all(size >= 1 and (want == -1 or size == want) for size, want in zip(shape, declared))
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:

@@ -163,6 +163,10 @@ class ServeSettings(BaseSettings):
     )
     max_body_bytes: int = Field(32 << 20, ge=1024, description="largest request body; larger ones get 413")
     max_elements: int = Field(1 << 23, ge=1, description="most tensor elements one request may declare (413 above)")
+    max_strings: int = Field(4096, ge=1, description="most BYTES (text) elements one request may declare (413 above): "
+                             "each costs a Python string and a tokenizer call, unlike a number")
+    max_string_bytes: int = Field(64 << 10, ge=1, description="longest BYTES element in bytes of UTF-8 (413 above), "
+                                  "checked before tokenizing: a text model reads only its first max_length tokens")
     access_log: bool = Field(False, description="log every request in the replica logs and, with the HAProxy ingress, "
                              "in HAProxy's log target (RAY_SERVE_HAPROXY_LOG_TARGET); costs throughput. Also raises "
                              "Ray's replica logger to INFO unless replica_log_level says otherwise")

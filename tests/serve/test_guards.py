@@ -69,3 +69,15 @@ def test_a_content_length_that_is_not_ascii_digits_is_ignored_and_the_body_is_st
 ])
 def test_header_integer_takes_only_short_runs_of_ascii_digits(value, expected):
     assert header_integer(value) == expected
+
+
+def test_strings_have_their_own_limit_per_request():
+    def texts(*shapes):
+        return parse_request(json.dumps({"inputs": [{"name": f"t{i}", "shape": list(shape), "datatype": "BYTES",
+                                                     "data": []} for i, shape in enumerate(shapes)]}))
+
+    check_element_count(texts((8,)), max_elements=100, max_strings=8)
+    check_element_count(request_with_shapes((50,)), max_elements=100, max_strings=8)  # numbers are not strings
+    with pytest.raises(ProtocolError) as caught:
+        check_element_count(texts((8,), (1,)), max_elements=100, max_strings=8)
+    assert caught.value.status == 413 and "more than 8 BYTES elements" in caught.value.message

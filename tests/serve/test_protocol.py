@@ -46,7 +46,9 @@ def test_flat_and_nested_data_decode_to_the_declared_shape_and_dtype():
         (body(shape=[0, 4], data=[]), "expected shape [-1, 4]"),
         (body(data=[1, 2, 3]), "shape [1, 4] needs 4 values, got 3"),
         (body(data=["a", "b", "c", "d"]), "expected FP32 numbers"),
-        (body(data=[[1, 2], [3]]), "evenly nested list of numbers"),
+        (body(shape=[2, 4], data=[[1, 2, 3, 4], [5]]), "evenly nested list of numbers"),
+        (body(data=[[1, 2], [3, 4]]), "shape [1, 4] needs nested data with 1 lists at the top level, got 2"),
+        (body(shape=[1, 0], data=[]), "expected shape [-1, 4]"),  # 0 is refused in every dimension
     ],
 )
 def test_bad_requests_are_400_with_a_message_naming_what_was_expected(raw, message):
@@ -106,13 +108,38 @@ def test_binary_strings_are_length_prefixed_utf8():
 
 @pytest.mark.parametrize("raw, expected", [
     (b"\x05\x00\x00\x00abc", "declares 5 bytes, only 3 remain"),
-    (b"\x01\x00", "ends inside an element's 4-byte length"),
+    (b"\x01\x00", "need at least 4 bytes"),
     (b"\x01\x00\x00\x00\xff", "not valid UTF-8"),
+    (b"\x01\x00\x00\x00a\x00\x00\x00", "ends inside an element's 4-byte length"),
+    (b"\x00\x00\x00\x00" * 3, "holds more than the 2 elements its shape declares"),
 ])
 def test_broken_binary_strings_are_client_errors(raw, expected):
+    shape = [1] if len(raw) < 8 else [2]
     with pytest.raises(ProtocolError, match=expected) as error:
-        decode_text({"shape": [1], "parameters": {"binary_data_size": len(raw)}}, {"text": raw})
+        decode_text({"shape": shape, "parameters": {"binary_data_size": len(raw)}}, {"text": raw})
     assert error.value.status == 400
+
+
+def test_binary_strings_are_split_no_further_than_the_declared_count():
+    """A 32 MiB body of 4-byte elements declaring one string is refused after one element, not 8 million."""
+    raw = b"\x00\x00\x00\x00" * (8 << 20)
+    with pytest.raises(ProtocolError, match="holds more than the 1 elements"):
+        decode_text({"shape": [1], "parameters": {"binary_data_size": len(raw)}}, {"text": raw})
+
+
+@pytest.mark.parametrize("text", ["x" * 65, "é" * 33, "\U0001f600" * 17])  # 65, 66 and 68 bytes of UTF-8
+def test_a_string_over_the_byte_limit_is_413_before_anything_reads_it(text):
+    for tensor, raw in [({"data": [text]}, None),
+                        ({"parameters": {"binary_data_size": 4 + len(text.encode())}},
+                         {"text": len(text.encode()).to_bytes(4, "little") + text.encode()})]:
+        with pytest.raises(ProtocolError, match="the limit per string is 64 bytes") as error:
+            request = parse_request(json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1],
+                                                            **tensor}]}).encode())
+            decode_inputs(request, TEXT_MANIFEST, raw, max_string_bytes=64)
+        assert error.value.status == 413
+    assert decode_inputs(parse_request(json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1],
+                                                               "data": ["é" * 32]}]}).encode()),
+                         TEXT_MANIFEST, max_string_bytes=64)["text"].tolist() == ["é" * 32]  # exactly 64 bytes
 
 
 @pytest.mark.parametrize("data, expected", [
