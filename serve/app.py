@@ -18,7 +18,7 @@ from serve.asgi import JSON, ClientGone, InferenceRoutes, Reply, error_reply, js
 from serve.autoscaling import IN_FLIGHT_METRIC
 from serve.binary import HEADER_LENGTH, binary_inputs, binary_outputs, split_body
 from serve.batcher import BatchError, Batcher, DeadlineExceeded, QueueFull
-from serve.cache import ResultCache, cache_key
+from serve.cache import ResultCache, answer_scope, cache_key
 from serve.coalesce import Coalescer
 from serve.deployment_options import autoscaling_problem, running_deployment_config
 from serve.fastapi_routes import model_api
@@ -61,10 +61,12 @@ class ModelServer:
         self._metrics = ServeMetrics(self._manifest.name, self._manifest.version)
         config = settings.runtime_config
         self._cache = ResultCache(config.cache_max_bytes, config.cache_ttl_s)
+        self._answer_scope = answer_scope(self._manifest, self._model.execution_provider)  # cache keys' model part
         self._coalescer = Coalescer()
         self._shared = (
-            RedisTier(settings.redis_url, settings.redis_timeout_ms / 1000, config.cache_ttl_s,
-                      on_failure=self._metrics.observe_shared_failure)
+            RedisTier(settings.redis_url, self._manifest.outputs, settings.redis_timeout_ms / 1000,
+                      config.cache_ttl_s, on_failure=self._metrics.observe_shared_failure,
+                      on_rejected=self._metrics.observe_shared_rejected)
             if settings.redis_url else None
         )
         self._background: set[asyncio.Task] = set()
@@ -194,7 +196,7 @@ class ModelServer:
 
         Returns the result and where it came from: hit, coalesced or miss.
         """
-        key = cache_key(self._manifest.sha256, self._manifest.version, inputs, outputs)
+        key = cache_key(self._answer_scope, inputs, outputs)
         result = self._cache.get(key)
         self._metrics.observe_cache(hit=result is not None)
         if result is not None:
@@ -213,7 +215,8 @@ class ModelServer:
     async def _shared_or_compute(self, key: bytes, inputs: dict, outputs: tuple[str, ...], deadline: float) -> dict:
         if self._shared is None:
             return await self._compute(inputs, outputs, deadline)
-        result = await self._shared.get(key)
+        rows = len(next(iter(inputs.values())))  # every input and output has the request's rows on axis 0
+        result = await self._shared.get(key, outputs, rows)
         if result is not None:
             self._metrics.observe_shared_hit()
             return result

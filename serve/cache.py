@@ -1,25 +1,57 @@
 """An in-process LRU cache of inference results with a byte budget and an optional TTL.
 
-The key covers everything that determines the answer: the model's sha256 and
-version, each input tensor's name, datatype, shape and bytes, and the outputs
-asked for. The request `id` is deliberately not part of it.
+The key covers everything that determines the answer: the answer scope (a hash
+of the artifact's whole manifest and of how this replica runs it: model and
+tokenizer sha256, name, version, text settings, runtime, execution provider),
+each input tensor's name, datatype, shape and bytes, and the outputs asked for.
+The request `id` is deliberately not part of it.
+
+The budget counts what an entry really holds in memory (`entry_bytes`): the
+arrays with their buffers, the result dict, the key, and a measured per-entry
+overhead, so `max_bytes` bounds the replica's resident memory, not just the
+arrays' payload.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections import OrderedDict
 from typing import Iterable
 
 import numpy as np
 
+from optimize.manifest import Manifest
+
 Result = dict[str, np.ndarray]
 
+# Per entry beyond sys.getsizeof of the key, the result dict and its arrays, measured on
+# CPython 3.11 with numpy 2.4 (tests/serve/test_cache_memory.py checks it on the installed
+# versions): the (result, size, time) tuple with its int and float (116 bytes), the
+# OrderedDict's node and its share of the hash table, which under eviction churn is
+# resized to 3-6 slots per live entry (110-210 bytes; 163 traced in all when the cache only
+# fills, 243 under churn), and malloc's and pymalloc's slack in RSS (60-100 bytes).
+ENTRY_OVERHEAD_BYTES = 360
+# Per array beyond sys.getsizeof (which counts an owning array's buffer): the
+# buffer's malloc header and rounding, about 24 bytes resident.
+ARRAY_OVERHEAD_BYTES = 24
 
-def cache_key(model_sha256: str, model_version: str, inputs: dict[str, np.ndarray], outputs: Iterable[str]) -> bytes:
+
+def answer_scope(manifest: Manifest, execution_provider: str) -> str:
+    """A hash of everything beside the request that decides an answer: the whole manifest (model file and
+    tokenizer sha256, name, version, text settings, runtime, TensorRT engine) and what runs it here
+    (execution provider: CPU, CUDA, TensorRT or torch with its dtype, which answer slightly differently)."""
+    digest = hashlib.sha256()
+    _update_framed(digest, manifest.model_dump_json().encode())
+    _update_framed(digest, execution_provider.encode())
+    return digest.hexdigest()
+
+
+def cache_key(scope: str, inputs: dict[str, np.ndarray], outputs: Iterable[str]) -> bytes:
+    """`scope`: answer_scope() of the model serving the request."""
     digest = hashlib.blake2b(digest_size=32)
-    for part in (model_sha256, model_version, *sorted(outputs)):
+    for part in (scope, *sorted(outputs)):
         _update_framed(digest, part.encode())
     for name in sorted(inputs):
         array = np.ascontiguousarray(inputs[name])
@@ -88,14 +120,21 @@ class ResultCache:
 
     def put(self, key: bytes, result: Result) -> None:
         """Store a read-only copy (a slice of a batch output would pin the whole batch's memory)."""
-        size = sum(array.nbytes for array in result.values()) + len(key)
+        stored = {name: np.array(array, copy=True) for name, array in result.items()}
+        size = entry_bytes(key, stored)
         if size > self.max_bytes:
             return
         if key in self._entries:
             self.bytes -= self._entries.pop(key)[1]
-        stored = {name: np.array(array, copy=True) for name, array in result.items()}
         for array in stored.values():
             array.setflags(write=False)
         self._entries[key] = (stored, size, self._clock())
         self.bytes += size
         self._evict()
+
+
+def entry_bytes(key: bytes, result: Result) -> int:
+    """Memory one cache entry holds: key, result dict, arrays (buffers included: each owns its data) and the
+    measured per-entry and per-array overheads."""
+    arrays = sum(sys.getsizeof(array) + ARRAY_OVERHEAD_BYTES for array in result.values())
+    return sys.getsizeof(key) + sys.getsizeof(result) + arrays + ENTRY_OVERHEAD_BYTES

@@ -78,6 +78,11 @@ class ServeMetrics:
             "optiserve_cache_shared_errors",
             "Shared-tier reads and writes that failed or timed out (reads are served as misses, writes dropped).",
         )
+        self.shared_rejected = self._counter(
+            "optiserve_cache_shared_rejected",
+            "Shared-tier entries read back that did not fit the request (outputs, datatypes or shapes, truncated or "
+            "garbled bytes): served as misses, never as answers.",
+        )
 
     def _tagged(self, metric):
         """Every metric carries the model and version; `extra` tags are given per observation."""
@@ -129,6 +134,9 @@ class ServeMetrics:
     def observe_shared_failure(self) -> None:
         """A shared-tier read or write failed or timed out (reads then count as misses; writes are dropped)."""
         self._count(self.shared_errors, 1)
+
+    def observe_shared_rejected(self) -> None:
+        self._count(self.shared_rejected, 1)
 
     def observe_coalesced(self) -> None:
         self._count(self.coalesced, 1)

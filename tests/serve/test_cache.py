@@ -1,9 +1,21 @@
 import numpy as np
 import pytest
 
-from serve.cache import ResultCache, cache_key
+from optimize.manifest import Manifest, Measurement, TensorSpec, TextInput
+from serve.cache import ResultCache, answer_scope, cache_key, entry_bytes
 
-SHA = "a" * 64
+SCOPE = "a" * 64
+MEASURED = Measurement(accuracy=0.9, latency_ms={1: 0.1}, size_bytes=100)
+MANIFEST = Manifest(
+    name="minilm", version="1", sha256="0" * 64,
+    inputs=(TensorSpec(name="input_ids", datatype="INT64", shape=(-1, -1)),
+            TensorSpec(name="attention_mask", datatype="INT64", shape=(-1, -1))),
+    outputs=(TensorSpec(name="embedding", datatype="FP32", shape=(-1, 384)),),
+    text_input=TextInput(tokenizer_sha256="1" * 64, max_length=128),
+    metric="cosine_to_fp32", steps=(), before=MEASURED, after=MEASURED, batch_deviation=0.0, machine="test",
+    tool_versions={}, created_at="now",
+)
+CPU = "CPUExecutionProvider"
 
 
 def inputs(value=1.0, dtype=np.float32, shape=(1, 4)):
@@ -11,31 +23,63 @@ def inputs(value=1.0, dtype=np.float32, shape=(1, 4)):
 
 
 def test_identical_requests_share_a_key():
-    assert cache_key(SHA, "1", inputs(), ["logits"]) == cache_key(SHA, "1", inputs(), ["logits"])
+    assert cache_key(SCOPE, inputs(), ["logits"]) == cache_key(SCOPE, inputs(), ["logits"])
 
 
 @pytest.mark.parametrize(
     "other",
     [
-        lambda: cache_key("b" * 64, "1", inputs(), ["logits"]),  # another model
-        lambda: cache_key(SHA, "2", inputs(), ["logits"]),  # another version
-        lambda: cache_key(SHA, "1", inputs(2.0), ["logits"]),  # other values
-        lambda: cache_key(SHA, "1", inputs(dtype=np.float64), ["logits"]),  # other datatype
-        lambda: cache_key(SHA, "1", inputs(shape=(2, 2)), ["logits"]),  # same bytes, other shape
-        lambda: cache_key(SHA, "1", {"other": inputs()["input"]}, ["logits"]),  # other input name
-        lambda: cache_key(SHA, "1", inputs(), ["probabilities"]),  # other outputs asked for
+        lambda: cache_key("b" * 64, inputs(), ["logits"]),  # another model
+        lambda: cache_key(SCOPE, inputs(2.0), ["logits"]),  # other values
+        lambda: cache_key(SCOPE, inputs(dtype=np.float64), ["logits"]),  # other datatype
+        lambda: cache_key(SCOPE, inputs(shape=(2, 2)), ["logits"]),  # same bytes, other shape
+        lambda: cache_key(SCOPE, {"other": inputs()["input"]}, ["logits"]),  # other input name
+        lambda: cache_key(SCOPE, inputs(), ["probabilities"]),  # other outputs asked for
     ],
 )
 def test_anything_that_changes_the_answer_changes_the_key(other):
-    assert other() != cache_key(SHA, "1", inputs(), ["logits"])
+    assert other() != cache_key(SCOPE, inputs(), ["logits"])
 
 
 def test_output_order_does_not_matter():
-    assert cache_key(SHA, "1", inputs(), ["a", "b"]) == cache_key(SHA, "1", inputs(), ["b", "a"])
+    assert cache_key(SCOPE, inputs(), ["a", "b"]) == cache_key(SCOPE, inputs(), ["b", "a"])
+
+
+def with_text(**changes) -> Manifest:
+    return MANIFEST.model_copy(update={"text_input": MANIFEST.text_input.model_copy(update=changes)})
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        lambda: answer_scope(MANIFEST.model_copy(update={"name": "minilm-b"}), CPU),  # same model file, other name
+        lambda: answer_scope(MANIFEST.model_copy(update={"version": "2"}), CPU),
+        lambda: answer_scope(MANIFEST.model_copy(update={"sha256": "2" * 64}), CPU),  # other model file
+        lambda: answer_scope(with_text(tokenizer_sha256="3" * 64), CPU),  # same model, other tokenizer
+        lambda: answer_scope(with_text(max_length=64), CPU),  # texts truncated elsewhere
+        lambda: answer_scope(MANIFEST.model_copy(update={"runtime": "torchscript"}), CPU),
+        lambda: answer_scope(MANIFEST, "CUDAExecutionProvider"),  # same artifact run on a GPU
+        lambda: answer_scope(MANIFEST, "torch:cuda (torchscript, NVIDIA H100, bfloat16 autocast)"),
+    ],
+)
+def test_artifacts_sharing_a_model_file_but_answering_differently_get_different_scopes(other):
+    """Two artifacts that share model.onnx must not share cache entries (Redis is shared between models)."""
+    scope = answer_scope(MANIFEST, CPU)
+    assert other() != scope
+    assert cache_key(other(), inputs(), ["embedding"]) != cache_key(scope, inputs(), ["embedding"])
+
+
+def test_the_same_artifact_gets_the_same_scope_on_every_replica():
+    reread = Manifest.model_validate_json(MANIFEST.model_dump_json(indent=2))  # as another replica reads it
+    assert answer_scope(reread, CPU) == answer_scope(MANIFEST, CPU)
 
 
 def result(n_floats):
     return {"logits": np.zeros(n_floats, dtype=np.float32)}
+
+
+def size(key, n_floats):
+    return entry_bytes(key, result(n_floats))
 
 
 def test_get_returns_what_was_put_and_counts_bytes():
@@ -43,11 +87,18 @@ def test_get_returns_what_was_put_and_counts_bytes():
     cache.put(b"k", result(10))
     assert cache.get(b"k")["logits"].shape == (10,)
     assert cache.get(b"missing") is None
-    assert cache.bytes == 40 + len(b"k")
+    assert cache.bytes == size(b"k", 10)
+
+
+def test_an_entry_counts_more_than_its_payload():
+    """The key, the dict, the array objects and the slot cost memory too: 40 bytes of floats cost ~600."""
+    counted = size(b"k" * 32, 10)
+    assert counted >= 40 + 32 + 400, counted
+    assert size(b"k" * 32, 20) - counted == 40  # each float more costs its 4 bytes, no more
 
 
 def test_least_recently_used_entry_is_evicted_beyond_the_budget():
-    cache = ResultCache(max_bytes=3 * (400 + 2))
+    cache = ResultCache(max_bytes=3 * size(b"k1", 100))
     for key in (b"k1", b"k2", b"k3"):
         cache.put(key, result(100))
     cache.get(b"k1")  # k2 is now the least recently used
@@ -67,7 +118,7 @@ def test_replacing_a_key_does_not_double_count():
     cache = ResultCache(max_bytes=10_000)
     cache.put(b"k", result(10))
     cache.put(b"k", result(20))
-    assert len(cache) == 1 and cache.bytes == 80 + 1
+    assert len(cache) == 1 and cache.bytes == size(b"k", 20)
 
 
 def test_cached_arrays_cannot_be_mutated_by_a_caller():
@@ -96,7 +147,7 @@ def test_shrinking_the_budget_evicts_oldest_first():
     cache = ResultCache(max_bytes=10_000)
     for key in (b"a", b"b", b"c"):
         cache.put(key, result(100))
-    cache.resize(2 * (400 + 1))
+    cache.resize(2 * size(b"a", 100))
     assert cache.get(b"a") is None and cache.get(b"b") is not None and cache.get(b"c") is not None
     cache.resize(0)
     assert len(cache) == 0 and cache.bytes == 0
@@ -114,7 +165,7 @@ def test_entries_older_than_the_ttl_are_not_returned():
 
 
 def test_evictions_are_counted():
-    cache = ResultCache(max_bytes=2 * (400 + 2))
+    cache = ResultCache(max_bytes=2 * size(b"k1", 100))
     for key in (b"k1", b"k2", b"k3", b"k4"):
         cache.put(key, result(100))
     assert cache.evictions == 2 and len(cache) == 2
@@ -132,6 +183,6 @@ def strings(*texts):
 
 
 def test_string_inputs_are_keyed_by_their_text_not_their_addresses():
-    assert cache_key(SHA, "1", strings("a", "b"), ["embedding"]) == cache_key(SHA, "1", strings("a", "b"), ["embedding"])
-    assert cache_key(SHA, "1", strings("a", "b"), ["embedding"]) != cache_key(SHA, "1", strings("ab", ""), ["embedding"])
-    assert cache_key(SHA, "1", strings("a"), ["embedding"]) != cache_key(SHA, "1", strings("b"), ["embedding"])
+    assert cache_key(SCOPE, strings("a", "b"), ["embedding"]) == cache_key(SCOPE, strings("a", "b"), ["embedding"])
+    assert cache_key(SCOPE, strings("a", "b"), ["embedding"]) != cache_key(SCOPE, strings("ab", ""), ["embedding"])
+    assert cache_key(SCOPE, strings("a"), ["embedding"]) != cache_key(SCOPE, strings("b"), ["embedding"])
