@@ -23,6 +23,7 @@ from serve.coalesce import Coalescer
 from serve.deployment_options import autoscaling_problem, running_deployment_config
 from serve.fastapi_routes import model_api
 from serve.guards import check_bearer_token, check_element_count
+from serve.http_messages import HTTPLimits
 from serve.ingress_stamp import IngressStamp
 from serve.metrics import ServeMetrics
 from serve.model import load_model
@@ -87,7 +88,8 @@ class ModelServer:
             prefix = route_prefix(self._manifest.name, self._manifest.version, newest)
             self._http = ReplicaHTTPServer(self.answer_inference, self._asgi_app, prefix, settings.max_body_bytes,
                                            on_refused=lambda status: self._metrics.observe_request(status, 0.0, "none"),
-                                           keep_alive_timeout_s=keep_alive_timeout_s(os.environ))
+                                           keep_alive_timeout_s=keep_alive_timeout_s(os.environ),
+                                           limits=HTTPLimits.from_settings(settings))
             self._http_started = asyncio.get_running_loop().create_task(self._http.listen_beside_ray(dict(os.environ)))
             self._http_started.add_done_callback(log_failure)
 

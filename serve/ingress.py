@@ -17,7 +17,8 @@ same arguments). The rewrite:
 - answers HAProxy's own 502/503/504 in JSON instead of Ray's plain-text 500;
 - answers 503 + Retry-After, not 404, while no application has a route yet (start-up);
 - stamps each request with the time HAProxy received it (serve/ingress_stamp.py), replacing any the client
-  sent, so that a replica counts a request's deadline from the ingress, HAProxy's queue included;
+  sent, so that a replica counts a request's deadline from the ingress, HAProxy's queue included; with an
+  `ingress_token`, adds it too, so that a replica's own server believes only HAProxy's stamps;
 - with `quiet_requests`, logs no line per request: Ray points HAProxy's log at 127.0.0.1:514 (its
   RAY_SERVE_HAPROXY_LOG_TARGET default), where nothing listens, so each request cost HAProxy a formatted
   line and a datagram, and the kernel an ICMP port-unreachable answer. Events (a replica up or down) are
@@ -46,13 +47,14 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from serve.ingress_stamp import RECEIVED_HEADER
+from serve.ingress_stamp import RECEIVED_HEADER, TOKEN_HEADER
 
 POLICY_VARIABLE = "OPTISERVE_HAPROXY_ADMISSION"
 SHIM_COMMAND = "optiserve-haproxy"
@@ -72,6 +74,7 @@ class AdmissionPolicy:
     quiet_requests: bool = False  # no log line per request (events are still logged)
     replica_http: bool = False  # model traffic to each replica's own server (serve/replica_http.py), not Ray's
     niceness: int | None = None  # HAProxy's scheduling niceness (None: the 15 Ray starts its workers' children at)
+    ingress_token: str = ""  # HAProxy adds it to each request: a replica then believes only stamps that carry it
 
     def __post_init__(self) -> None:
         if not isinstance(self.listen_after_apps, tuple) or not all(
@@ -90,6 +93,9 @@ class AdmissionPolicy:
         if self.niceness is not None and (
                 not isinstance(self.niceness, int) or isinstance(self.niceness, bool) or not -20 <= self.niceness <= 19):
             raise ValueError(f"{POLICY_VARIABLE}: niceness must be an integer from -20 to 19, got {self.niceness!r}")
+        if not isinstance(self.ingress_token, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", self.ingress_token):
+            raise ValueError(f"{POLICY_VARIABLE}: ingress_token must be letters, digits, '_' and '-', "
+                             f"got {self.ingress_token!r}")
 
     def to_environment(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -107,7 +113,16 @@ class AdmissionPolicy:
         except (TypeError, AttributeError, json.JSONDecodeError) as error:
             raise ValueError(f"{POLICY_VARIABLE}={text!r}: expected a JSON object with the fields "
                              f"replica_maxconn, queue_per_replica, queue_timeout_ms, reject_status, and optionally "
-                             f"listen_after_apps, quiet_requests, replica_http and niceness ({error})") from None
+                             f"listen_after_apps, quiet_requests, replica_http, niceness and ingress_token "
+                             f"({error})") from None
+
+
+def add_fresh_token(environment: dict[str, str]) -> None:
+    """Give the admission policy in `environment`, where there is one, a new random `ingress_token`: for a server
+    whose HAProxy and replicas all start from this environment (the embedded one, at each start)."""
+    if environment.get(POLICY_VARIABLE):
+        policy = replace(AdmissionPolicy.from_environment(environment), ingress_token=secrets.token_urlsafe(18))
+        environment[POLICY_VARIABLE] = policy.to_environment()
 
 
 RAY_PORT_RANGE = ("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT")
@@ -237,6 +252,9 @@ def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, 
                 out += _model_admission(section[1], policy)
             elif section == ("frontend", "http_frontend"):
                 out.append(f"    http-request set-header {RECEIVED_HEADER} %[date(0,ms)]  # optiserve: deadlines start")
+                if policy.ingress_token:
+                    out.append(f"    http-request set-header {TOKEN_HEADER} {policy.ingress_token}  # optiserve: "
+                               "the stamp beside it came through HAProxy")
                 if closed:
                     out.append("    disabled  # optiserve: until every model has a replica")
                 if policy.quiet_requests:

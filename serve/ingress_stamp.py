@@ -4,14 +4,24 @@ optiserve's HAProxy rewrite (serve/ingress.py) stamps every request with `RECEIV
 milliseconds, replacing any the client sent). A replica then counts the request's deadline from the ingress,
 HAProxy's queue included, and reports the wait as a metric. HAProxy and the replica may run on different
 nodes: a stamp that cannot be a real wait is clocks disagreeing, and is not counted.
+
+Ray binds each replica's own HTTP server (serve/replica_http.py) where a client may reach it without HAProxy,
+and so send a stamp of its own. Where the admission policy has an `ingress_token` (the embedded server makes a
+fresh one each start), HAProxy adds it to every request (`TOKEN_HEADER`, replacing any the client sent) and
+the replica's server keeps a stamp only where the token came with it (`IngressProof`): a client cannot shorten
+its own deadline (a false 504) or lengthen it. Without a token (a cluster whose policy names none), a stamp is
+still believed only as a real wait: not in the future, and not older than HAProxy's queue timeout plus
+`TRANSFER_S`; within that a client sending its own can only bring its own 504 nearer.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 
 RECEIVED_HEADER = "x-optiserve-received-ms"
+TOKEN_HEADER = "x-optiserve-ingress"  # the ingress's token, proving the stamp beside it is the ingress's
 TRANSFER_S = 1.0  # beyond HAProxy's queue timeout, the longest a request takes to reach its replica
 
 
@@ -60,3 +70,25 @@ class IngressStamp:
                 "and this node's disagree; deadlines count from the replica", RECEIVED_HEADER, stamp,
                 float("nan") if since is None else since, self._limit_s)
         return waited
+
+
+class IngressProof:
+    """Keeps a request's stamp only where it came with the ingress's token (`token`; "" where there is none:
+    stamps are then kept, for IngressStamp's own checks). The token header is removed either way."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+        self._unproven_reported = False
+
+    def keep_proven_stamp(self, headers: dict[str, str]) -> None:
+        proof = headers.pop(TOKEN_HEADER, "")
+        if not self._token or RECEIVED_HEADER not in headers:
+            return
+        if not hmac.compare_digest(proof.encode("latin-1"), self._token):
+            del headers[RECEIVED_HEADER]
+            if not self._unproven_reported:
+                self._unproven_reported = True
+                logging.getLogger("ray.serve.optiserve").warning(
+                    "a request came with %s but without the ingress's token: a client sent it, not HAProxy (or "
+                    "HAProxy runs with another admission policy); its deadline counts from the replica",
+                    RECEIVED_HEADER)

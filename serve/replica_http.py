@@ -15,14 +15,17 @@ other request (metadata, readiness, 404s) goes to the same ASGI app Ray would ha
 What Ray's path did and this one does instead:
 - in-flight requests are counted here: a replica reports them for autoscaling (`load_since_last_report`,
   read by serve/autoscaling.py), and its stop waits for them (`close`);
-- a client that disconnects cancels its request (its connection's task is cancelled);
+- a client that disconnects cancels its request, and drops those it queued behind it;
 - per-request metrics are optiserve's own (serve/metrics.py); Ray's HTTP request metrics do not count these.
 
-Each connection answers its requests in order, one at a time (HTTP/1.1 pipelining is answered in order).
-Bodies over `max_body_bytes` get 413 as soon as the size is known, then the connection closes. A connection
-with no answer pending that has sent nothing and been answered nothing for `keep_alive_timeout_s` (idle
-between requests, or stalled inside one) is closed, after Ray's HTTP keep-alive timeout as Ray's uvicorn
-closes its idle ones.
+Each connection answers its requests in order, one at a time (HTTP/1.1 pipelining is answered in order),
+within the limits serve/replica_connection.py lists (request line, headers, body, time to receive a request,
+requests pipelined). A connection with no request being computed that has sent nothing and been answered
+nothing for `keep_alive_timeout_s` (idle between requests, stalled inside one, or not reading its answers) is
+closed, after Ray's HTTP keep-alive timeout as Ray's uvicorn closes its idle ones.
+
+The ingress stamp (serve/ingress_stamp.py) is passed on only where it comes with the ingress's token, where the
+admission policy has one: a client that reaches this server directly cannot set its own request's deadline.
 """
 
 from __future__ import annotations
@@ -31,15 +34,12 @@ import asyncio
 import logging
 import socket
 import time
-from email.utils import formatdate
-from http import HTTPStatus
 from typing import Callable
-from urllib.parse import unquote
 
-import httptools
-
-from serve.asgi import Answer, ClientGone, Reply, error_reply, inference_version
+from serve.asgi import Answer, error_reply, inference_version
 from serve.ingress import POLICY_VARIABLE, AdmissionPolicy, port_offset, ray_port_range
+from serve.ingress_stamp import IngressProof
+from serve.replica_connection import Connection, HTTPLimits, Request, reply_headers
 
 logger = logging.getLogger("ray.serve.optiserve")
 
@@ -86,224 +86,16 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-_date_cache: list = [0, b""]
-
-
-def _date_header() -> bytes:
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[:] = [now, b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"]
-    return _date_cache[1]
-
-
-def response_bytes(status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
-                   content_length: int | None = None) -> bytes:
-    """One whole HTTP/1.1 response: status line, headers (content-length added: the body's, unless given, as
-    for HEAD), body; written in one send."""
-    try:
-        reason = HTTPStatus(status).phrase.encode()
-    except ValueError:
-        reason = b""
-    head = [b"HTTP/1.1 %d %s\r\n" % (status, reason), _date_header()]
-    head += [name + b": " + value + b"\r\n" for name, value in headers if name != b"content-length"]
-    head.append(b"content-length: %d\r\n" % (len(body) if content_length is None else content_length))
-    if not keep_alive:
-        head.append(b"connection: close\r\n")
-    head.append(b"\r\n")
-    return b"".join(head) + body
-
-
-def reply_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", reply.content_type.encode())] + [
-        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
-
-
-class _Request:
-    __slots__ = ("method", "url", "headers", "body", "keep_alive")
-
-    def __init__(self) -> None:
-        self.method = b""
-        self.url = b""
-        self.headers: dict[str, str] = {}
-        self.body: list[bytes] = []
-        self.keep_alive = True
-
-
-class _Connection(asyncio.Protocol):
-    """One client connection (HAProxy's, kept alive): parse requests, answer them in order.
-
-    Every answer, early refusals and `100 Continue` included, goes through one chain of tasks (`_tail`),
-    each waiting for the one before, so that answers leave in the order their requests came.
-    """
-
-    def __init__(self, server: "ReplicaHTTPServer") -> None:
-        self._server = server
-        self._parser = httptools.HttpRequestParser(self)
-        self._transport: asyncio.Transport | None = None
-        self._request = _Request()
-        self._body_size = 0
-        self._complete = True  # the last request parsed is complete
-        self._ending = False  # a last answer is queued that closes the connection: ignore what follows
-        self._tail: asyncio.Task | None = None  # the last queued answer; each waits for the one before
-        self.last_active = time.monotonic()  # when the client last sent anything, or was last answered
-
-    # --- asyncio.Protocol
-
-    def connection_made(self, transport) -> None:
-        self._transport = transport
-        self._server.connections.add(self)
-        self.last_active = time.monotonic()
-
-    def connection_lost(self, error) -> None:
-        self._server.connections.discard(self)
-        if self._tail is not None and not self._tail.done():
-            self._tail.cancel()  # the client is gone: nobody to answer
-
-    def data_received(self, data: bytes) -> None:
-        self.last_active = time.monotonic()
-        if self._ending:
-            return  # a refused request's body, or bytes after a request that ends the connection: discarded
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            if self._complete:  # answer the request as plain HTTP/1.1, then close: the upgrade is not served
-                self._end_after_answers()
-            else:
-                self._refuse(400, "protocol upgrades are not served here")
-        except httptools.HttpParserError as error:
-            self._refuse(400, f"malformed HTTP/1.1 request: {error}")
-
-    @property
-    def answering(self) -> bool:
-        return self._tail is not None and not self._tail.done()
-
-    @property
-    def idle(self) -> bool:
-        return self._complete and not self.answering
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
-    def drop(self) -> None:
-        """Close now, even with answers the client never read (close() would wait for them to drain)."""
-        if self._transport is not None:
-            self._transport.abort()
-
-    # --- httptools callbacks
-
-    def on_message_begin(self) -> None:
-        self._request = _Request()
-        self._body_size = 0
-        self._complete = False
-
-    def on_url(self, url: bytes) -> None:
-        self._request.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._request.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        declared = self._request.headers.get("content-length", "")
-        limit = self._server.max_body_bytes
-        if declared.isdigit() and int(declared) > limit:
-            self._refuse(413, f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
-        elif self._request.headers.get("expect", "").lower() == "100-continue":
-            self._queue(self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n"))
-
-    def on_body(self, body: bytes) -> None:
-        if self._ending:
-            return
-        self._body_size += len(body)
-        if self._body_size > self._server.max_body_bytes:
-            self._refuse(413, f"request body exceeds the limit of {self._server.max_body_bytes} bytes")
-            return
-        self._request.body.append(body)
-
-    def on_message_complete(self) -> None:
-        self._complete = True
-        if self._ending:
-            return
-        request = self._request
-        request.method = self._parser.get_method()
-        request.keep_alive = self._parser.should_keep_alive()
-        self._queue(self._answer(request))
-
-    # --- answering, in turn
-
-    def _queue(self, step) -> None:
-        self._tail = asyncio.get_running_loop().create_task(self._in_turn(self._tail, step))
-
-    async def _in_turn(self, previous: asyncio.Task | None, step) -> None:
-        try:
-            if previous is not None and not previous.done():
-                await asyncio.shield(previous)  # cancelling this one must not cancel the one before
-        except BaseException:
-            step.close()  # never started: nothing to answer on a connection that is going away
-            raise
-        await step
-
-    async def _write_raw(self, data: bytes) -> None:
-        if not self._transport.is_closing():
-            self._transport.write(data)
-
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer `status` after the answers before it, then close: the rest of the bytes are unwanted or
-        cannot be trusted (they are read and dropped meanwhile, so that the client sees the answer)."""
-        if self._ending:
-            return
-        self._ending = True
-        self._server.on_refused(status)
-        reply = error_reply(status, message)
-        self._queue(self._write_raw(response_bytes(status, reply_headers(reply), reply.body, keep_alive=False)))
-        self._end_after_answers()
-
-    def _end_after_answers(self) -> None:
-        self._ending = True
-
-        async def close() -> None:
-            self._transport.close()
-
-        self._queue(close())
-
-    async def _answer(self, request: _Request) -> None:
-        self._server.request_started()
-        try:
-            status, headers, body = await self._server.respond(request)
-        except ClientGone:
-            self._transport.close()
-            return
-        except Exception as error:  # a bug, but still answered, in JSON
-            logger.exception("optiserve: request failed in the replica's HTTP server")
-            reply = error_reply(500, f"internal error: {error!r}")
-            status, headers, body = reply.status, reply_headers(reply), reply.body
-        finally:
-            self._server.request_finished()
-        keep_alive = request.keep_alive and not self._server.draining
-        body_length = len(body)
-        if request.method == b"HEAD":
-            body = b""  # the headers a GET would get, no body
-        if self._transport.is_closing():
-            return
-        try:
-            self._transport.write(response_bytes(status, headers, body, keep_alive, body_length))
-        except Exception:  # an answer that cannot be written (a bug): the connection cannot go on in step
-            logger.exception("optiserve: an answer could not be written; closing the connection")
-            keep_alive = False
-        self.last_active = time.monotonic()
-        if not keep_alive:
-            self._transport.close()
-
-
 class ReplicaHTTPServer:
     """The server for one model replica: `answer` for inference POSTs under `prefix`, `app` (ASGI) otherwise.
 
-    Requests refused before they are read (400 malformed, 413 too large) are reported to `on_refused`.
+    Requests refused before they are read (400 malformed, 408 too slow, 413/414/431 too large) are reported
+    to `on_refused`.
     """
 
     def __init__(self, answer: Answer, app, prefix: str, max_body_bytes: int,
                  on_refused: Callable[[int], None] = lambda status: None,
-                 keep_alive_timeout_s: float = RAY_KEEP_ALIVE_DEFAULT_S) -> None:
+                 keep_alive_timeout_s: float = RAY_KEEP_ALIVE_DEFAULT_S, limits: HTTPLimits = HTTPLimits()) -> None:
         if keep_alive_timeout_s <= 0:
             raise ValueError(f"keep_alive_timeout_s: expected seconds > 0, got {keep_alive_timeout_s}")
         self._answer = answer
@@ -313,7 +105,9 @@ class ReplicaHTTPServer:
         self._app = app
         self._prefix = prefix
         self.max_body_bytes = max_body_bytes
-        self.connections: set[_Connection] = set()
+        self.limits = limits
+        self._proof = IngressProof("")  # until listen_beside_ray reads the admission policy
+        self.connections: set[Connection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -335,8 +129,9 @@ class ReplicaHTTPServer:
                                    f"within {timeout_s:g} s")
             await asyncio.sleep(FIND_RAY_PORT_EVERY_S)
         host, port = ray[0], ray[1] + port_offset(environ)
+        self._proof = IngressProof(ingress_token(environ))
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), sock=_listening_socket(host, port),
+        self._server = await loop.create_server(lambda: Connection(self), sock=_listening_socket(host, port),
                                                 backlog=2048)
         self._sweeper = loop.create_task(self._close_quiet_connections())
         self._sweeper.add_done_callback(failure_logger("this replica stopped closing quiet connections"))
@@ -405,21 +200,20 @@ class ReplicaHTTPServer:
 
     # --- requests
 
-    async def respond(self, request: _Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def respond(self, request: Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         body = b"".join(request.body)
-        url = httptools.parse_url(request.url)
-        path = unquote(url.path.decode("latin-1"))
+        self._proof.keep_proven_stamp(request.headers)
         if request.method == b"POST":
-            matched, version = inference_version(path, self._prefix)
+            matched, version = inference_version(request.path, self._prefix)
             if matched:
                 async def read(max_bytes: int) -> bytes:
                     return body  # already held to max_body_bytes while it arrived
 
                 reply = await self._answer(request.headers, read, version)
                 return reply.status, reply_headers(reply), reply.body
-        return await self._call_app(request, path, url.query or b"", body)
+        return await self._call_app(request, request.path, request.query, body)
 
-    async def _call_app(self, request: _Request, path: str, query: bytes, body: bytes):
+    async def _call_app(self, request: Request, path: str, query: bytes, body: bytes):
         """Any other request, through the ASGI app Ray would have called, with the scope Ray would give it."""
         scope = {
             "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
@@ -465,6 +259,11 @@ def failure_logger(what: str) -> Callable[[asyncio.Task], None]:
 
 
 log_failure = failure_logger("this replica's HTTP server did not start")
+
+
+def ingress_token(environ: dict[str, str]) -> str:
+    """The token HAProxy adds to each request where the admission policy has one, else ""."""
+    return AdmissionPolicy.from_environment(environ).ingress_token if environ.get(POLICY_VARIABLE) else ""
 
 
 def replica_http_enabled(environ: dict[str, str]) -> bool:

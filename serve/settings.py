@@ -138,6 +138,29 @@ class ServeSettings(BaseSettings):
         "and draining stay Ray's. Digits served 2x the requests per second at 8 clients on 2 cores "
         "(docs/BENCHMARKS.md). Autoscaling then needs serve.autoscaling:ongoing_requests_policy (deploy/)",
     )
+    # Limits of each replica's own HTTP server (serve/replica_connection.py), which Ray binds on `host` like its
+    # own: a client may reach it without HAProxy, whose smaller buffer (16 KiB) refuses large heads first.
+    http_max_request_line_bytes: int = Field(
+        8 << 10, ge=256, le=1 << 20, description="replica's own HTTP server: longest request target (the part of the "
+        "request line a client can grow); longer gets 414",
+    )
+    http_max_header_bytes: int = Field(
+        64 << 10, ge=1024, le=16 << 20, description="replica's own HTTP server: most bytes of header names and values "
+        "in one request; more gets 431",
+    )
+    http_max_headers: int = Field(
+        100, ge=8, le=10_000, description="replica's own HTTP server: most header lines in one request; more gets 431"
+    )
+    http_max_pipelined: int = Field(
+        16, ge=1, le=1024, description="replica's own HTTP server: requests one connection may have received and not "
+        "yet answered; at this many it stops reading that connection until one is answered (HAProxy sends one at "
+        "a time)",
+    )
+    http_receive_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="replica's own HTTP server: longest it waits for a whole request (line, "
+        "headers, body) from its first byte, however slowly its bytes keep coming; then 408 and the connection "
+        "closes",
+    )
     ingress_niceness: int | None = Field(
         0, ge=-20, le=19, description="HAProxy ingress with admission: its scheduling niceness. Ray starts it at "
         "the 15 of its worker processes, the replicas' too, so under full CPU its refusals waited behind model "

@@ -17,8 +17,10 @@ import pytest
 
 from serve.asgi import Reply
 from serve.autoscaling import IN_FLIGHT_METRIC, ongoing_requests_policy
-from serve.ingress import RAY_PORT_RANGE
-from serve.replica_http import RAY_KEEP_ALIVE_VARIABLE, ReplicaHTTPServer, keep_alive_timeout_s, response_bytes
+from serve.http_messages import HTTPLimits
+from serve.ingress import POLICY_VARIABLE, RAY_PORT_RANGE, AdmissionPolicy
+from serve.http_messages import response_bytes
+from serve.replica_http import RAY_KEEP_ALIVE_VARIABLE, ReplicaHTTPServer, keep_alive_timeout_s
 
 PREFIX = "/v2/models/digits"
 
@@ -84,15 +86,19 @@ def model() -> Model:
 
 
 @contextlib.asynccontextmanager
-async def serving(model: Model, max_body_bytes: int = 1000, app=other_routes,
-                  keep_alive_timeout_s: float = 90.0) -> AsyncIterator[ReplicaHTTPServer]:
-    """The server for `model`, listening beside a stand-in for Ray's; closed afterwards."""
+async def serving(model: Model, max_body_bytes: int = 1000, app=other_routes, keep_alive_timeout_s: float = 90.0,
+                  limits: HTTPLimits = HTTPLimits(), policy: AdmissionPolicy | None = None,
+                  ) -> AsyncIterator[ReplicaHTTPServer]:
+    """The server for `model`, listening beside a stand-in for Ray's (with `policy` in its environment, where
+    given); closed afterwards."""
     ray, port = _free_pair()
     server = ReplicaHTTPServer(model.answer, app, PREFIX, max_body_bytes, on_refused=model.refused.append,
-                               keep_alive_timeout_s=keep_alive_timeout_s)
+                               keep_alive_timeout_s=keep_alive_timeout_s, limits=limits)
+    environ = {RAY_PORT_RANGE[0]: str(port), RAY_PORT_RANGE[1]: str(port)}
+    if policy is not None:
+        environ[POLICY_VARIABLE] = policy.to_environment()
     try:
-        address = await server.listen_beside_ray({RAY_PORT_RANGE[0]: str(port), RAY_PORT_RANGE[1]: str(port)},
-                                                 timeout_s=5)
+        address = await server.listen_beside_ray(environ, timeout_s=5)
         assert address == ("127.0.0.1", port + 1)
         yield server
     finally:
