@@ -1,9 +1,12 @@
 """Bad input under load: the malformed-request corpus (loadtests/corpus.py) mixed into normal traffic.
 
-Each malformed request must get its 4xx and a JSON error message, normal traffic
-must see no errors, keep its rate and its median latency (p99 is printed: the
-client sending 100 MB bodies on the same two cores stalls everything briefly),
-and the server must have counted exactly the answers the client received.
+Each malformed request must get its 4xx and a JSON error message containing
+what was expected (loadtests/corpus.py; the 100 MB body's names its declared
+size, so only a refusal on Content-Length, before the body is read, passes),
+normal traffic must see no errors, keep 70% of its rate and its median latency
+(p99 is printed: the client sending 100 MB bodies on the same two cores stalls
+everything briefly), and the server must have counted exactly the answers the
+client received.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ LOAD = 0.5  # of saturation, for the normal traffic
 PER_USER_RPS = 20
 BAD_RPS = 25  # the whole corpus comes round about every 7 s
 SLOWDOWN, SLOWDOWN_NOISE_MS = 3.0, 10.0  # normal median with bad traffic vs without: generous, catches stalls
-KEPT_RATE = 0.5  # normal rate with bad traffic vs without: the client builds 100 MB bodies on the same 2 cores, so only a collapse counts
+# Normal rate with bad traffic vs without. Measured 0.81 (a busy EPYC, load average 21) to 0.93 (a quiet Xeon),
+# not 1: the load generator sends each 100 MB body from the same process, on the same 2 cores, as the normal
+# users it paces. 0.7 leaves room for a noisier machine and still fails on a server that stalls for seconds.
+KEPT_RATE = 0.7
 
 
 def test_malformed_requests_get_4xx_and_normal_traffic_is_unaffected(server, saturation, out):

@@ -1,7 +1,8 @@
 """Faults under load: a replica process killed, the cache's Redis killed, the server restarted.
 
 Each test runs a paced load (half of saturation) through locust, injects the
-fault from here while it runs, and then reads what every request got.
+fault from here while it runs, and then reads what every request got and,
+where the server stayed up, what the server counted.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import time
 import urllib.request
 
-from tests.reliability.conftest import REQUEST_TIMEOUT_MS, paced_users, restart
+from tests.reliability.conftest import paced_users, restart
 from tests.reliability.load import Locust
 from tests.reliability.replicas import replica_processes, wait_for_replicas
+from tests.reliability.server_counts import (REPORT_LAG_S, answered_between, answered_through, counts_by_replica,
+                                             settled_counts)
 
 LOAD = 0.5  # of saturation
 PER_USER_RPS = 20
-MAX_FAILED = 0.01
 RECOVERY_S = 30
 
 
@@ -25,11 +27,13 @@ def _paced_load(server, saturation, out, seconds: float, *args: str) -> Locust:
                   *args, run_time_s=seconds, users=users).start()
 
 
-def test_a_killed_replica_is_restarted_and_costs_few_prompt_failures(server, saturation, out):
+def test_a_killed_replica_is_replaced_and_costs_no_request(server, saturation, out):
     before_kill_s, after_recovery_s = 8, 8
+    before = settled_counts(server)
     locust = _paced_load(server, saturation, out, before_kill_s + RECOVERY_S + after_recovery_s)
     victim = replica_processes(server)[0]
     time.sleep(before_kill_s)
+    last_seen, seen_at = counts_by_replica(server), time.time()  # the victim's count, as last reported
     killed_at = time.time()
     victim.kill()
     replaced = wait_for_replicas(server, 2, RECOVERY_S, without=frozenset({victim.pid}))
@@ -37,26 +41,35 @@ def test_a_killed_replica_is_restarted_and_costs_few_prompt_failures(server, sat
     time.sleep(after_recovery_s)
     locust.interrupt()
     run = locust.wait()
+    counted = answered_through(before, last_seen, settled_counts(server))
 
     run.check_nothing_lost()
     failed = run.status != 200
-    late = run.rows(t0=recovered_at + 1)
+    in_flight = (run.start < killed_at) & (run.done >= killed_at)  # on either replica: an upper bound
+    # What the victim answered after its last report died with it: at most the 200s of that window.
+    unreported = (run.status == 200) & (run.done >= seen_at - REPORT_LAG_S) & (run.start < killed_at)
+    received_200s = int((run.status == 200).sum())
     base_rate = run.rate(run.status == 200, run.start.min() + 2, killed_at)
     end_rate = run.rate(run.status == 200, recovered_at + 1, run.start.max())
     print(f"\nreplica {victim.pid} killed: replacement running after {recovered_at - killed_at:.1f} s; "
-          f"{failed.sum()} of {len(run.status)} requests failed ({failed.mean():.3%}): {run.statuses(failed)} "
-          f"{run.summary['no_answer_reasons']}, slowest failure {run.ms[failed].max() if failed.any() else 0:.0f} ms;"
-          f" 200s {base_rate:.0f} req/s before the kill, {end_rate:.0f} req/s once replaced")
+          f"{failed.sum()} of {len(run.status)} requests failed: {run.statuses(failed)} "
+          f"{run.summary['no_answer_reasons']}; {in_flight.sum()} were in flight at the kill; "
+          f"200s {base_rate:.0f} req/s before the kill, {end_rate:.0f} req/s once replaced; server counted "
+          f"{dict(counted)} against {dict(run.statuses())} received ({received_200s - counted[200]} 200s "
+          f"unreported by the killed replica, at most {unreported.sum()})")
     assert len(replaced) == 2, f"Ray did not restart the replica within {RECOVERY_S} s: {replaced}"
-    assert failed.mean() <= MAX_FAILED, f"{failed.mean():.2%} of requests failed: {run.statuses(failed)}"
-    assert set(run.statuses(failed)) <= {0, 500, 502, 503, 504}, f"failures that are not 5xx: {run.statuses()}"
-    assert (run.ms[failed] < REQUEST_TIMEOUT_MS).all(), "a failure took longer than the request timeout (a hang)"
-    assert run.statuses(late) == {200: late.sum()}, f"failures once the replica was replaced: {run.statuses(late)}"
+    # HAProxy resends a request whose replica closed the connection without an answer (retry-on empty-response,
+    # serve/runner.py) to the other replica, so the requests in flight on the dead one are answered too.
+    assert not failed.any(), f"{failed.sum()} requests failed ({in_flight.sum()} were in flight at the kill): " \
+                             f"{run.statuses(failed)} {run.summary['no_answer_reasons']}"
+    assert set(counted) == {200} and 0 <= received_200s - counted[200] <= unreported.sum(), \
+        f"server counted {dict(counted)}, the client received {dict(run.statuses())}"
     assert end_rate >= 0.8 * base_rate, f"throughput {end_rate:.0f} req/s after recovery vs {base_rate:.0f} before"
 
 
 def test_the_cache_redis_killed_mid_load_costs_no_errors(server, saturation, redis_process, out):
     errors_before = server.metric_total("ray_optiserve_cache_shared_errors_total", model="digits")
+    before = settled_counts(server)
     locust = _paced_load(server, saturation, out, 20)  # unique inputs: every request asks Redis
     time.sleep(6)
     redis_process.stop()
@@ -65,10 +78,12 @@ def test_the_cache_redis_killed_mid_load_costs_no_errors(server, saturation, red
     finally:
         redis_process.start()
     noticed = server.wait_for_metric("ray_optiserve_cache_shared_errors_total", errors_before + 1, model="digits")
+    counted = answered_between(before, settled_counts(server))
 
     run.check_nothing_lost()
     print(f"\nRedis killed 6 s into 20 s of load: {run.statuses()}; shared-tier errors counted by the server: "
-          f"{noticed - errors_before:g}")
+          f"{noticed - errors_before:g}; answers counted by the server: {dict(counted)}")
+    assert counted == run.statuses(), f"server counted {counted}, the client received {run.statuses()}"
     assert noticed > errors_before, "the server never noticed Redis was gone: was the shared tier in use?"
     assert run.statuses() == {200: len(run.status)}, f"errors after Redis went away: {run.statuses()}"
 

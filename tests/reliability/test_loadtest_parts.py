@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from loadtests.corpus import CORPUS, HUGE_BODY_BYTES, bad_request, check_answer
+from loadtests.corpus import CORPUS, HUGE_BODY_BYTES, HUGE_BODY_LENGTH, bad_request, check_answer
 from loadtests.inputs import ZipfRanks, body_factory
 from loadtests.ledger import Ledger, slo_violations
 from loadtests.profiles import SpikeProfile, StepProfile
@@ -76,7 +76,7 @@ def test_every_corpus_case_names_a_4xx_and_its_message():
     for case in CORPUS:
         assert 400 <= case.status < 500 and case.says, case
         assert case.body() != valid or "Inference-Header-Content-Length" in case.headers, case.name
-    assert len(bad_request("body_100mb").body()) >= HUGE_BODY_BYTES - 100
+    assert HUGE_BODY_BYTES - 100 <= len(bad_request("body_100mb").body()) == HUGE_BODY_LENGTH
     with pytest.raises(KeyError, match="no malformed-request case 'nope'"):
         bad_request("nope")
 
@@ -87,6 +87,14 @@ def test_check_answer_wants_the_status_and_a_json_message():
     assert "expected status 400, got 200" in check_answer(case, 200, b"{}")
     assert "expected a JSON body" in check_answer(case, 400, b"Bad Request")
     assert "containing" in check_answer(case, 400, b'{"error":"something else"}')
+
+
+def test_the_100mb_case_wants_a_refusal_before_the_body_is_read():
+    case, limit = bad_request("body_100mb"), 32 * 2**20
+    on_content_length = f"request body of {HUGE_BODY_LENGTH} bytes exceeds the limit of {limit} bytes"
+    after_reading = f"request body exceeds the limit of {limit} bytes"  # what a refusal while reading says
+    assert check_answer(case, 413, orjson.dumps({"error": on_content_length})) is None
+    assert "containing" in check_answer(case, 413, orjson.dumps({"error": after_reading}))
 
 
 def test_ledger_counts_every_request_once_and_finds_the_lost():
