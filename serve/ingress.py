@@ -98,7 +98,10 @@ class AdmissionPolicy:
                              f"got {self.ingress_token!r}")
 
     def to_environment(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        fields = asdict(self)
+        if not self.ingress_token:
+            del fields["ingress_token"]  # none: written as before there were tokens (the deploy/ manifests)
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def from_environment(cls, environ: dict[str, str]) -> "AdmissionPolicy":
