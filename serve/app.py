@@ -58,6 +58,8 @@ class ModelServer:
         self._token = settings.auth_token.get_secret_value() if settings.auth_token else None
         self._max_body_bytes = settings.max_body_bytes
         self._max_elements = settings.max_elements
+        self._max_strings = settings.max_strings
+        self._max_string_bytes = settings.max_string_bytes
         self._manifest = self._model.manifest
         self._metrics = ServeMetrics(self._manifest.name, self._manifest.version)
         config = settings.runtime_config
@@ -164,9 +166,9 @@ class ModelServer:
             body = await read_body(self._max_body_bytes)
             header, tail = split_body(body, headers.get(HEADER_LENGTH.lower()))
             parsed = parse_request(header)
-            check_element_count(parsed, self._max_elements)
+            check_element_count(parsed, self._max_elements, self._max_strings)
             timeout_s = requested_timeout_ms(parsed, self._config.request_timeout_ms) / 1000
-            inputs = decode_inputs(parsed, self._manifest, binary_inputs(parsed, tail))
+            inputs = decode_inputs(parsed, self._manifest, binary_inputs(parsed, tail), self._max_string_bytes)
             return parsed, inputs, requested_outputs(parsed, self._manifest), arrived + timeout_s
         finally:
             self._arriving -= 1
