@@ -77,6 +77,9 @@ _BODIES = {
     "form_content_type": lambda: b"inputs=input&shape=1,64&datatype=FP32",
     "non_utf8_bytes": lambda: _request(shape=[1, 64], name="@").replace(b"@", b"\xff\xfe"),
     "bad_binary_header_length": lambda: _request(shape=[1, 64]),
+    "binary_header_length_5000_digits": lambda: _request(shape=[1, 64]),
+    "zero_sized_dimension": lambda: _request(shape=[1, 0], data=[]),
+    "million_values_for_one_row": lambda: _request(shape=[1, 64], data=[0.5] * 1_000_000),
 }
 
 CORPUS: tuple[BadRequest, ...] = (
@@ -105,6 +108,12 @@ CORPUS: tuple[BadRequest, ...] = (
     BadRequest("non_utf8_bytes", 400, "not valid JSON"),
     BadRequest("bad_binary_header_length", 400, "Inference-Header-Content-Length",
                headers={**JSON_HEADERS, "Inference-Header-Content-Length": "999999"}),
+    # int() refuses over 4,300 digits: this was a 500
+    BadRequest("binary_header_length_5000_digits", 400, "as ASCII digits",
+               headers={**JSON_HEADERS, "Inference-Header-Content-Length": "9" * 5000}),
+    BadRequest("zero_sized_dimension", 400, "any size >= 1"),
+    # 8.5 MB: refused by its length before any value is converted (serve/large_body.py)
+    BadRequest("million_values_for_one_row", 400, "shape [1, 64] needs 64 values, got 1000000", weight=1),
 )
 
 
