@@ -34,9 +34,10 @@ def unique_bodies(rng: np.random.Generator, count: int) -> list[dict]:
 
 
 def test_a_full_cache_grows_the_replica_by_about_its_budget(small_cache_server):
-    """Measured: 9.0 MiB growth over 40,000 unique requests with this budget (the cache's share about 3 MiB);
-    with the old count the cache alone would have kept every entry, about 27 MiB for 40,000. The bound, 1.5x
-    the budget plus the replica's own growth, holds the first and fails the second."""
+    """Measured on the 2-core test machine with this budget: 7.4 MiB growth after 32,000 unique requests, 9.0
+    after 40,000. With the old count (72 bytes per entry) the cache would have kept every entry, about 21 MiB
+    for 32,000 on top of the replica's own growth. The bound, 1.5x the budget plus the replica's own growth
+    without a cache, holds the first and fails the second."""
     server, rng = small_cache_server, np.random.default_rng(5)
     [replica] = wait_for_replicas(server, 1, timeout_s=60)
     url = f"{server.url}{URL}"
