@@ -55,21 +55,11 @@ def cnn():
 
 
 def train_classifier(train_x: np.ndarray, train_y: np.ndarray, epochs: int = 30, model=None):
-    import torch
+    """Train `model` (default: a new MLP) with Adam; seeded and repeatable (optimize.train.repeatable)."""
+    from optimize.train import build, fit
 
-    torch.manual_seed(SEED)
-    model = model if model is not None else mlp()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    inputs, labels = torch.from_numpy(train_x), torch.from_numpy(train_y)
-    for _ in range(epochs):
-        order = torch.randperm(len(inputs))
-        for start in range(0, len(inputs), 64):
-            batch = order[start:start + 64]
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(inputs[batch]), labels[batch])
-            loss.backward()
-            optimizer.step()
-    return model.eval()
+    model = model if model is not None else build(mlp)
+    return fit(model, train_x, train_y, epochs, lr=1e-3, what="training the digits classifier")
 
 
 def trained_digits_classifier() -> ModelSource:
@@ -89,14 +79,13 @@ def trained_digits_classifier() -> ModelSource:
 
 def trained_digits_cnn() -> ModelSource:
     """The CNN variant, for static quantization and structured pruning of convolutions."""
-    import torch
+    from optimize.train import build
 
     train_x, train_y, test_x, test_y = load_split()
-    torch.manual_seed(SEED)
     return ModelSource(
         name="digits-cnn",
         version="1",
-        module=train_classifier(train_x, train_y, epochs=15, model=cnn()),
+        module=train_classifier(train_x, train_y, epochs=15, model=build(cnn)),
         example_input=train_x[:8],
         validation_inputs=test_x,
         validation_labels=test_y,

@@ -28,7 +28,7 @@ def test_an_onnx_file_is_optimized_and_measured_like_an_exported_model(digits_ar
     manifest = optimize_model(source, tmp_path / "out", FAST, log=lambda _: None)
     assert load_verified(tmp_path / "out")[0] == manifest
     assert manifest.steps[0].settings["exporter"].startswith("none: the ONNX file")
-    assert manifest.before.accuracy > 0.9
+    assert manifest.before.accuracy > 0.9  # a real classifier, not chance (0.1): a wide margin, it scores ~0.98
 
 
 def test_a_torchscript_file_goes_through_the_torchscript_exporter(digits_source, validation_npz, tmp_path):

@@ -32,7 +32,7 @@ def test_recorded_accuracy_is_what_the_shipped_model_scores(digits_artifact, dig
     logits = session.run(None, {"input": digits_source.validation_inputs})[0]
     accuracy = float(np.mean(logits.argmax(axis=1) == digits_source.validation_labels))
     assert accuracy == pytest.approx(manifest.after.accuracy)
-    assert manifest.before.accuracy > 0.9  # a real classifier, not chance (0.1)
+    assert manifest.before.accuracy > 0.9  # a real classifier, not chance (0.1): a wide margin, it scores ~0.98
     assert manifest.before.accuracy - manifest.after.accuracy <= OptimizeSettings().accuracy_tolerance
 
 

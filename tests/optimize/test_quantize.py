@@ -36,6 +36,7 @@ def test_the_weight_type_is_applied_and_recorded(prepared, digits_source, weight
     assert step.settings["weight_type"] == recorded and step.settings["per_channel"] is True
     logits = measure.run(measure.open_session(target), digits_source.validation_inputs)
     accuracy = float(np.mean(logits.argmax(axis=1) == digits_source.validation_labels))
+    # a sanity check with a wide margin (~0.97 on AMD EPYC): the quantized model still classifies, chance is 0.1
     assert accuracy > 0.9, f"{weight_type}: top-1 {accuracy:.3f} on held-out digits"
 
 
