@@ -32,6 +32,9 @@ def parse_envelope(body: bytes) -> tuple[Any, list[Any]]:
         document = simdjson.Parser().parse(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise JSONError(str(error)) from None
+    except RuntimeError as error:  # simdjson's DEPTH_ERROR and its other structural errors
+        depth = "DEPTH_ERROR" in str(error)
+        raise JSONError(f"nested deeper than the parser's recursion limit: {error}" if depth else str(error)) from None
     if not isinstance(document, simdjson.Object) or "inputs" not in document:
         return _plain(document), []
     inputs = document["inputs"]

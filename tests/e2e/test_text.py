@@ -129,3 +129,12 @@ def test_binary_text_that_is_not_utf8_gets_a_400(text_server):
     )
     assert status == 400
     assert "not valid UTF-8" in answer["error"]
+
+
+def test_text_over_the_string_limit_or_count_is_refused_before_tokenizing(text_server):
+    long_text = "word " * ((70 << 10) // 5)  # 70 KiB: over the default max_string_bytes of 64 KiB
+    many = [f"sentence {i}" for i in range(4097)]  # over the default max_strings of 4096
+    answers = post_all(f"{text_server.url}{MODEL_URL}/infer", [text_body(["fine", long_text]), text_body(many)])
+    assert [status for status, _ in answers] == [413, 413], answers
+    assert "string 1 is over 65536 bytes" in answers[0][1]["error"]
+    assert "more than 4096 BYTES elements" in answers[1][1]["error"]

@@ -60,6 +60,7 @@ def test_a_large_body_is_refused_with_the_small_ones_message(tensor, manifest):
 @pytest.mark.parametrize("raw, message", [
     (b"{" + b" " * LARGE_BODY_BYTES + b"not json", "not valid JSON"),
     (b"[" + b"1," * LARGE_BODY_BYTES + b"1]", "expected {\"inputs\""),
+    (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "recursion limit"),
     (json.dumps({"inputs": "x" * LARGE_BODY_BYTES}).encode(), "inputs"),
     (json.dumps({"inputs": [{"name": "input", "shape": "x" * LARGE_BODY_BYTES, "datatype": "FP32",
                              "data": []}]}).encode(), "inputs.0.shape"),
