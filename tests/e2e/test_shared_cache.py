@@ -14,9 +14,9 @@ from serve.cache import answer_scope, cache_key
 from serve.model import load_model
 from serve.shared_cache import PREFIX, encode_result
 from tests.e2e.test_server import infer_body, post_all
-from tests.redis_server import REDIS_SERVER, RedisProcess
+from tests.redis_server import RedisProcess, needs_redis
 
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed (.ci/run installs it)")
+pytestmark = needs_redis
 URL = "/v2/models/digits/infer"
 
 

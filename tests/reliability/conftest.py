@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from optiserve.local_server import RunningServer, start_server, stop_server
-from tests.redis_server import REDIS_SERVER, RedisProcess
+from tests.redis_server import REDIS_SERVER, SKIP_REASON, RedisProcess
 from tests.reliability.load import run_locust
 
 SOAK_S = float(os.environ.get("OPTISERVE_SOAK_S", 60))
@@ -27,7 +27,7 @@ REQUEST_TIMEOUT_MS = 10_000  # the server's default deadline
 @pytest.fixture(scope="package")
 def redis_process():
     if REDIS_SERVER is None:
-        pytest.skip("redis-server not installed (.ci/run installs it)")
+        pytest.skip(SKIP_REASON)
     process = RedisProcess().start()
     yield process
     process.stop()
