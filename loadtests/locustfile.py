@@ -3,10 +3,12 @@
     locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8000 \
         -u 32 -r 32 -t 60s DigitsUser --inputs zipf --slo-p99-ms 100 --slo-error-ratio 0.001
 
-User classes (name them on the command line; `make loadtest` does):
+User classes (name them on the command line, as `make loadtest` does, or name none to run them all):
   DigitsUser     the digits classifier: input "input", FP32 [rows, 64]
   MiniLMUser     all-MiniLM-L6-v2 embeddings: input "text", BYTES [rows] (generated sentences)
-  BadInputUser   one user sending malformed requests (loadtests/corpus.py) that must get a 4xx
+  BadInputUser   one user sending malformed requests (loadtests/corpus.py) to digits that must get a 4xx
+A class whose model the server does not serve (GET /v2/models/{name} is a 404) sends nothing: its users
+stop at start and one message says so (exit code 1 if the class was named on the command line).
 Options added here: --inputs unique|zipf (cache-cold / cache-warm), --zipf-pool, --zipf-s,
 --rows, --user-rps (pacing per user; 0 = back to back), --shape constant|step|spike (+ --step-*,
 --spike-*), --slo-p99-ms and --slo-error-ratio (a miss sets exit code 3), --ledger PREFIX
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 import gevent
+import gevent.lock
 from locust import FastHttpUser, constant, constant_throughput, events, task
 from locust.exception import StopUser
 
@@ -32,10 +35,14 @@ from loadtests.corpus import CORPUS, check_answer  # noqa: E402
 from loadtests.inputs import DISTRIBUTIONS, body_factory  # noqa: E402
 from loadtests.ledger import Ledger, slo_violations  # noqa: E402
 from loadtests.profiles import SpikeProfile, StepProfile  # noqa: E402
+from loadtests.served import ServedModels  # noqa: E402
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 LEDGER = Ledger()
 _user_numbers = itertools.count()
+SERVED = ServedModels()
+_asking = gevent.lock.Semaphore()  # one question per model, while the first user of a class waits for it
+_skipped: set[str] = set()  # the user classes whose model the server does not serve
 
 
 @events.init_command_line_parser.add_listener
@@ -103,6 +110,17 @@ def _check_objectives(environment, **_kwargs) -> None:
         logging.error("objective missed: %s", violation)
     if violations:
         environment.process_exit_code = 3
+    _check_skipped(environment)
+
+
+def _check_skipped(environment) -> None:
+    """Exit code 1 when a class named on the command line, or every class, sent nothing for want of its model."""
+    named = set(environment.parsed_options.user_classes or ())
+    every_class = {user_class.__name__ for user_class in environment.user_classes}
+    if _skipped and (_skipped & named or _skipped >= every_class):
+        logging.error("nothing was sent for %s: the server does not serve the model",
+                      ", ".join(sorted(_skipped & named or _skipped)))
+        environment.process_exit_code = environment.process_exit_code or 1
 
 
 @events.test_stop.add_listener
@@ -113,6 +131,18 @@ def _write_ledger(environment, **_kwargs) -> None:
                  summary["abandoned"], summary["lost"])
     if environment.parsed_options.ledger is not None:
         LEDGER.write(environment.parsed_options.ledger)
+
+
+def _model_is_served(user) -> bool:
+    """Asks the server once per model; a class whose model it does not serve is logged once and skipped."""
+    with _asking:
+        reason = SERVED.why_not_served(user.host, user.model)
+    name = type(user).__name__
+    if reason is not None and name not in _skipped:
+        _skipped.add(name)
+        logging.warning("%s sends nothing: %s does not serve model %r (%s). Name the user classes to run "
+                        "on the command line to leave it out.", name, user.host, user.model, reason)
+    return reason is None
 
 
 def _before_request(environment) -> None:
@@ -145,6 +175,7 @@ class InferUser(FastHttpUser):
     network_timeout = connection_timeout = 30.0
 
     def on_start(self) -> None:
+        self._served = _model_is_served(self)
         options = self.environment.parsed_options
         self._pace = constant_throughput(options.user_rps) if options.user_rps > 0 else constant(0)
         self._next_body = body_factory(self.model, options.inputs, rows=options.rows, pool_size=options.zipf_pool,
@@ -156,6 +187,8 @@ class InferUser(FastHttpUser):
 
     @task
     def infer(self) -> None:
+        if not self._served:
+            raise StopUser()  # from a task, not on_start, where locust would log it as an error
         _before_request(self.environment)
         with LEDGER.track(self.model):
             with self.client.post(f"/v2/models/{self.model}/infer", data=self._next_body(), headers=JSON_HEADERS,
@@ -176,9 +209,11 @@ class BadInputUser(FastHttpUser):
     """Sends the malformed-request corpus, weighted, at --bad-rps; each must get its 4xx and message."""
 
     fixed_count = 1
+    model = "digits"  # every case of the corpus is a request to the digits model
     network_timeout = connection_timeout = 30.0
 
     def on_start(self) -> None:
+        self._served = _model_is_served(self)
         options = self.environment.parsed_options
         self._pace = constant_throughput(options.bad_rps)
         cases = [case for case in CORPUS for _ in range(case.weight)]
@@ -190,6 +225,8 @@ class BadInputUser(FastHttpUser):
 
     @task
     def send_malformed(self) -> None:
+        if not self._served:
+            raise StopUser()
         _before_request(self.environment)
         case = next(self._cases)
         name = f"bad:{case.name}"

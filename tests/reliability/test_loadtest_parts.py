@@ -13,6 +13,7 @@ from loadtests.corpus import CORPUS, HUGE_BODY_BYTES, HUGE_BODY_LENGTH, bad_requ
 from loadtests.inputs import ZipfRanks, body_factory
 from loadtests.ledger import Ledger, slo_violations
 from loadtests.profiles import SpikeProfile, StepProfile
+from loadtests.served import ServedModels, why_not_served
 
 
 def _tensor(body: bytes) -> dict:
@@ -131,3 +132,36 @@ def test_slo_violations_name_the_objective_missed():
         "error ratio 0.0050 (5 of 1000) exceeds the objective of 0.001",
     ]
     assert slo_violations(0, 0, 0.0, None, None) == ["no requests were made"]
+
+
+def _answering(status: int, body: bytes, asked: list[str] | None = None):
+    def fetch(url: str, timeout_s: float) -> tuple[int, bytes]:
+        if asked is not None:
+            asked.append(url)
+        return status, body
+    return fetch
+
+
+def _unreachable(url: str, timeout_s: float) -> tuple[int, bytes]:
+    raise ConnectionRefusedError(111, "Connection refused")
+
+
+@pytest.mark.parametrize("fetch, reason", [
+    (_answering(404, b'{"error":"unknown model \'minilm\'; available models: digits"}'),
+     "unknown model 'minilm'; available models: digits"),
+    (_answering(404, b"<html>Not Found</html>"), "GET /v2/models/minilm answered 404"),
+    (_answering(200, b'{"name":"minilm"}'), None),
+    (_answering(503, b'{"error":"not running yet"}'), None),  # served, starting: the load test will show it
+    (_unreachable, None),  # the load test's own requests will fail and say why
+], ids=["kserve 404", "other 404", "served", "starting", "unreachable"])
+def test_only_a_404_means_the_model_is_not_served(fetch, reason):
+    assert why_not_served("http://127.0.0.1:8000/", "minilm", fetch=fetch) == reason
+
+
+def test_each_model_is_asked_about_once():
+    asked = []
+    served = ServedModels(_answering(404, b'{"error":"unknown model"}', asked))
+    for _ in range(3):
+        assert served.why_not_served("http://127.0.0.1:8000", "minilm") == "unknown model"
+    served.why_not_served("http://127.0.0.1:8000", "digits")
+    assert asked == ["http://127.0.0.1:8000/v2/models/minilm", "http://127.0.0.1:8000/v2/models/digits"]
