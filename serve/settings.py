@@ -19,7 +19,7 @@ class RuntimeConfig(BaseModel):
         1.0, ge=0, le=1000,
         description="longest a request waits for others to join its batch (only while more are arriving)",
     )
-    cache_max_bytes: int = Field(64 << 20, ge=0, description="result cache budget per replica; 0 disables it")
+    cache_max_bytes: int = Field(64 << 20, ge=0, description="result cache budget per replica, in bytes of the memory its entries really hold (a one-row digits answer about 800); 0 disables it")
     cache_ttl_s: float | None = Field(None, gt=0, description="forget cached results older than this; None keeps them")
     max_queue_size: int = Field(
         96, ge=1, description="requests waiting in a replica's batcher before new ones are rejected (back-pressure)"
