@@ -70,7 +70,7 @@ def ceiling(model: str, artifact: Path, concurrency: int, seconds: float) -> dic
     "split": one single-thread session per core, each running full batches of its share of the rows;
     "rows": one single-thread session per core, rows one at a time (no padding: text rows of any length);
     "sorted" (text): as "split", each share sorted by length and cut into groups of similar length, as the
-    replica cuts its batches (serve/text.py), so that little of a call is padding.
+    replica cuts its batches (serve/runtimes/text.py), so that little of a call is padding.
     MiniLM inputs are tokenized (padded to the batch's, or group's, longest) before the clock starts.
     """
     cores = os.cpu_count() or 1
@@ -124,9 +124,9 @@ def _ceiling_run(artifact: Path, workers: int, threads: int, batch: int, by_leng
 
 
 def _replica_encoder(artifact: Path):
-    """The replica's tokenizing and grouping (serve/text.py), with its CPU defaults."""
+    """The replica's tokenizing and grouping (serve/runtimes/text.py), with its CPU defaults."""
     from optimize.manifest import read_manifest
-    from serve.text import TextEncoder
+    from serve.runtimes.text import TextEncoder
 
     return TextEncoder(artifact, read_manifest(artifact).text_input)
 

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from optimize.manifest import read_manifest  # noqa: E402
 from optimize.measure import cpu_name  # noqa: E402
 from optiserve.local_server import start_server, stop_server  # noqa: E402
-from serve.binary import binary_inputs, split_body  # noqa: E402
-from serve.protocol import decode_inputs, parse_request  # noqa: E402
+from serve.http.binary import binary_inputs, split_body  # noqa: E402
+from serve.http.protocol import decode_inputs, parse_request  # noqa: E402
 
 
 def in_process(manifest, rows: np.ndarray, repeats: int = 300) -> dict[str, float]:

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/ray_floor.py serve PORT      # run the do-nothing server alone
 
 The do-nothing server is Ray Serve set up exactly as `optiserve serve --replicas 2` sets it up (the same
-Ray and HAProxy environment from serve.runner, the same deployment options from serve.settings), whose
+Ray and HAProxy environment from serve.on_ray.runner, the same deployment options from serve.settings), whose
 replicas read each request's body and answer a fixed KServe V2 digits response: no JSON parsing, no
 batching, no model, no cache, no metrics of its own. Its rate bounds what any server built on Ray Serve's
 HTTP path can answer on this machine. It is measured interleaved with optiserve and with FastAPI + uvicorn
@@ -58,7 +58,7 @@ def serve_fixed(port: int) -> None:
     import ray
     from ray import serve
 
-    from serve.runner import ray_serve_environment
+    from serve.on_ray.runner import ray_serve_environment
     from serve.settings import ServeSettings
 
     settings = ServeSettings(port=port, replicas=2)

@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/text_batching_bench.py [--artifact artifacts/minilm] [--batches 12]
 
-Batches of 32 distinct generated sentences go through `serve.text.TextEncoder.run_grouped`
+Batches of 32 distinct generated sentences go through `serve.runtimes.text.TextEncoder.run_grouped`
 with each budget in turn (interleaved), 1 onnxruntime thread; medians.
 Budget 1 means one sentence per call; a huge budget means the whole batch padded to its longest.
 """
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.text_bench import distinct_sentences  # noqa: E402
 from optimize.manifest import read_manifest  # noqa: E402
 from optimize.measure import cpu_name  # noqa: E402
-from serve.text import TextEncoder  # noqa: E402
+from serve.runtimes.text import TextEncoder  # noqa: E402
 
 BUDGETS = (1, 128, 256, 512, 1024, 1_000_000)
 

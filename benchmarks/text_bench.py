@@ -7,7 +7,7 @@
    recommends (one replica per core, one onnxruntime thread each). The
    ceiling is the same model in-process, tokenizing and running ideal full
    batches of `max_batch_size` sentences back to back, cut into length-sorted
-   groups exactly as the replica does (serve/text.py), in the better of two
+   groups exactly as the replica does (serve/runtimes/text.py), in the better of two
    layouts: one session per replica side by side, or one session with all the
    threads.
 2. Zipf(s=1.1) over 10,000 distinct sentences at concurrency 32: the server
@@ -71,7 +71,7 @@ def ceiling(artifact: Path, texts: list[str], batch_size: int, sessions: int, th
     from concurrent.futures import ThreadPoolExecutor
 
     from optimize.manifest import read_manifest
-    from serve.text import TextEncoder
+    from serve.runtimes.text import TextEncoder
 
     manifest = read_manifest(artifact)
     encoder = TextEncoder(artifact, manifest.text_input)

@@ -112,7 +112,7 @@ CORPUS: tuple[BadRequest, ...] = (
     BadRequest("binary_header_length_5000_digits", 400, "as ASCII digits",
                headers={**JSON_HEADERS, "Inference-Header-Content-Length": "9" * 5000}),
     BadRequest("zero_sized_dimension", 400, "any size >= 1"),
-    # 8.5 MB: refused by its length before any value is converted (serve/large_body.py)
+    # 8.5 MB: refused by its length before any value is converted (serve/http/large_body.py)
     BadRequest("million_values_for_one_row", 400, "shape [1, 64] needs 64 values, got 1000000", weight=1),
 )
 

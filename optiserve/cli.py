@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 def _print_ray_env(_args: argparse.Namespace) -> int:
     import shlex
 
-    from serve.runner import ray_serve_environment
+    from serve.on_ray.runner import ray_serve_environment
     from serve.settings import ServeSettings
 
     for name, value in ray_serve_environment(ServeSettings()).items():

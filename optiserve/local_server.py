@@ -98,7 +98,7 @@ def start_server(
     env: dict[str, str] | None = None,
 ) -> RunningServer:
     """Start the server (free loopback ports unless given) and return once /v2/health/ready says so.
-    (The server itself starts Ray once more if Ray's node times out during startup: serve/runner.py.)"""
+    (The server itself starts Ray once more if Ray's node times out during startup: serve/on_ray/runner.py.)"""
     return wait_until_ready(launch_server(artifacts, log_path, *extra_args, port=port, metrics_port=metrics_port,
                                           env=env))
 

@@ -2,7 +2,7 @@
 
 For the digits MLP and MiniLM (all-MiniLM-L6-v2; random weights of the same
 shape when its weights or tokenizer are not installed) it writes GPU-target
-artifacts and loads them exactly as a replica does (serve.model.load_model):
+artifacts and loads them exactly as a replica does (serve.runtimes.model.load_model):
 the torch runtime (torch.export program, CUDA, fp16 autocast), the fp16 ONNX
 model on onnxruntime's CUDA / TensorRT providers where importable, and a
 TensorRT engine where `tensorrt` is importable. Each is checked against the
@@ -165,7 +165,7 @@ class Case:
 
 def check_torch_runtime(case: Case, work: Path, device: str) -> None:
     from optimize.gpu import export_program
-    from serve.model import load_model
+    from serve.runtimes.model import load_model
     from serve.settings import ServeSettings
 
     out = work / f"{case.name}-torch"
@@ -195,7 +195,7 @@ def check_onnxruntime(case: Case, work: Path, device: str) -> Path:
 
     from optimize.gpu import convert_fp16
     from optimize.manifest import load_verified
-    from serve.model import OnnxModel
+    from serve.runtimes.model import OnnxModel
 
     out = work / f"{case.name}-onnx"
     out.mkdir()
@@ -216,7 +216,7 @@ def check_onnxruntime(case: Case, work: Path, device: str) -> Path:
 def check_tensorrt(case: Case, onnx_dir: Path) -> None:
     from optimize.manifest import ArtifactError, read_manifest, write_manifest
     from optimize.tensorrt_build import build_engine, engine_unavailable
-    from serve.model import load_model
+    from serve.runtimes.model import load_model
 
     reason = engine_unavailable()
     if reason is not None:
@@ -246,7 +246,7 @@ def check_text_artifact(work: Path, device: str) -> None:
     from optimize.embedding import optimize_embedding_model
     from optimize.sentences import generate_sentences
     from optimize.settings import OptimizeSettings
-    from serve.model import load_model
+    from serve.runtimes.model import load_model
     from serve.settings import ServeSettings
 
     out = work / "minilm-text"

@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from optimize.manifest import ArtifactError
-    from serve.runner import serve_until_signalled
+    from serve.on_ray.runner import serve_until_signalled
     from serve.settings import ServeSettings
 
     overrides = {field: getattr(args, field) for field, _ in _FLAGS.values() if getattr(args, field) is not None}

@@ -129,16 +129,16 @@ class ServeSettings(BaseSettings):
     ingress_admission: bool = Field(
         True, description="HAProxy ingress: let each model replica hold at most replica_concurrency requests and "
         "queue the rest in HAProxy, which refuses (reject_status + Retry-After) past ingress_queue_per_replica "
-        "queued per replica, without the busy replica having to read the request (serve/ingress.py). It also "
+        "queued per replica, without the busy replica having to read the request (serve/on_ray/ingress.py). It also "
         "answers HAProxy's own errors in JSON. False runs the configuration Ray writes, unchanged",
     )
     replica_http: bool = Field(
         True, description="HAProxy ingress with admission: each model replica answers HTTP on its own server "
-        "(serve/replica_http.py), beside Ray Serve's, and HAProxy sends the model's requests there; health checks "
+        "(serve/on_ray/replica_http.py), beside Ray Serve's, and HAProxy sends the model's requests there; health checks "
         "and draining stay Ray's. Digits served 2x the requests per second at 8 clients on 2 cores "
-        "(docs/BENCHMARKS.md). Autoscaling then needs serve.autoscaling:ongoing_requests_policy (deploy/)",
+        "(docs/BENCHMARKS.md). Autoscaling then needs serve.on_ray.autoscaling:ongoing_requests_policy (deploy/)",
     )
-    # Limits of each replica's own HTTP server (serve/replica_connection.py), which Ray binds on `host` like its
+    # Limits of each replica's own HTTP server (serve/http/replica_connection.py), which Ray binds on `host` like its
     # own: a client may reach it without HAProxy, whose smaller buffer (16 KiB) refuses large heads first.
     http_max_request_line_bytes: int = Field(
         8 << 10, ge=256, le=1 << 20, description="replica's own HTTP server: longest request target (the part of the "

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from optiserve.local_server import free_port, metric_sum, settled
-from serve.deployment_options import OWN_POLICY
+from serve.on_ray.deployment_options import OWN_POLICY
 from tests.deploy.cluster import RayCluster, start_cluster, stop_cluster
 from tests.deploy.test_serve_config import load_config, model_apps
 

@@ -10,7 +10,7 @@ import ray
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from serve.runner import ray_serve_environment
+from serve.on_ray.runner import ray_serve_environment
 from serve.settings import ServeSettings
 from tests.deploy.test_serve_config import load_config
 

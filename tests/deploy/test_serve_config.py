@@ -6,7 +6,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from serve.builders import ModelAppArgs, RootAppArgs, deployment_name
+from serve.on_ray.builders import ModelAppArgs, RootAppArgs, deployment_name
 from serve.settings import CONCURRENT_BATCHES, RuntimeConfig
 
 CONFIG_PATH = Path(__file__).resolve().parents[2] / "deploy" / "serve_config.yaml"
@@ -17,7 +17,7 @@ def load_config(path: Path = CONFIG_PATH) -> dict:
 
 
 def model_apps(config: dict) -> list[dict]:
-    return [app for app in config["applications"] if app["import_path"] == "serve.builders:model_app"]
+    return [app for app in config["applications"] if app["import_path"] == "serve.on_ray.builders:model_app"]
 
 
 def test_serve_config_passes_rays_own_schema():
@@ -40,13 +40,13 @@ def test_every_model_app_has_valid_args_user_config_and_autoscaling():
         assert 1 <= scaling["min_replicas"] < scaling["max_replicas"]
         assert scaling["target_ongoing_requests"] <= deployment["max_ongoing_requests"]
         # the replicas' own HTTP servers (on by default) carry the traffic Ray's default policy would not see
-        assert scaling["policy"]["policy_function"] == "serve.autoscaling:ongoing_requests_policy"
+        assert scaling["policy"]["policy_function"] == "serve.on_ray.autoscaling:ongoing_requests_policy"
         assert args.artifact_dir.is_absolute()
 
 
 def test_root_app_lists_exactly_the_model_apps():
     config = load_config()
-    (root,) = [app for app in config["applications"] if app["import_path"] == "serve.builders:root_app"]
+    (root,) = [app for app in config["applications"] if app["import_path"] == "serve.on_ray.builders:root_app"]
     assert root["route_prefix"] == "/"
     assert RootAppArgs.model_validate(root["args"]).models == [app["name"] for app in model_apps(config)]
 

@@ -14,7 +14,7 @@ from tests.e2e.test_server import infer_body, post_all
 from tests.reliability.replicas import wait_for_replicas
 
 URL = "/v2/models/digits/infer"
-BUDGET = 4 << 20  # holds about 5,200 one-row digits answers (about 800 bytes each, counted: serve/cache.py)
+BUDGET = 4 << 20  # holds about 5,200 one-row digits answers (about 800 bytes each, counted: serve/pipeline/cache.py)
 REQUESTS = 32_000  # six times what the budget holds; with the old count (72 bytes each) it would hold them all
 # The replica's own growth over as many unique requests with its cache off: 5.3-6.2 MiB for 30,000-40,000,
 # measured three times on the 2-core test machine (heap growth outside the cache, not ours to bound here).

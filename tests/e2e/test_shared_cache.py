@@ -10,9 +10,9 @@ import redis
 
 from optimize.manifest import read_manifest, write_manifest
 from optiserve.local_server import start_server, stop_server
-from serve.cache import answer_scope, cache_key
-from serve.model import load_model
-from serve.shared_cache import PREFIX, encode_result
+from serve.pipeline.cache import answer_scope, cache_key
+from serve.runtimes.model import load_model
+from serve.pipeline.shared_cache import PREFIX, encode_result
 from tests.e2e.test_server import infer_body, post_all
 from tests.redis_server import RedisProcess, needs_redis
 

@@ -1,5 +1,5 @@
 """What clients see while the server starts: the port stays closed (connection refused) until every model
-has a replica behind the ingress (serve/ingress.py), then inference answers 200 at once; never a 404.
+has a replica behind the ingress (serve/on_ray/ingress.py), then inference answers 200 at once; never a 404.
 Readiness may answer 503 {"ready": false} for a moment before it turns 200, and 200 means inference works."""
 
 import json

@@ -59,7 +59,7 @@ def test_a_killed_replica_is_replaced_and_costs_no_request(server, saturation, o
           f"unreported by the killed replica, at most {unreported.sum()})")
     assert len(replaced) == 2, f"Ray did not restart the replica within {RECOVERY_S} s: {replaced}"
     # HAProxy resends a request whose replica closed the connection without an answer (retry-on empty-response,
-    # serve/runner.py) to the other replica, so the requests in flight on the dead one are answered too.
+    # serve/on_ray/runner.py) to the other replica, so the requests in flight on the dead one are answered too.
     assert not failed.any(), f"{failed.sum()} requests failed ({in_flight.sum()} were in flight at the kill): " \
                              f"{run.statuses(failed)} {run.summary['no_answer_reasons']}"
     assert set(counted) == {200} and 0 <= received_200s - counted[200] <= unreported.sum(), \
@@ -105,7 +105,7 @@ def test_a_server_restarted_under_load_costs_only_connection_errors_during_the_r
     in_flight = (run.start < stopping) & (run.done >= stopping)  # sent before SIGTERM, answered (or not) after
     assert set(run.statuses(in_flight)) <= {200}, f"requests in flight at SIGTERM must be answered: " \
                                                     f"{run.statuses(in_flight)}"
-    # While starting, the ingress keeps its port closed until every model has a replica (serve/ingress.py), so
+    # While starting, the ingress keeps its port closed until every model has a replica (serve/on_ray/ingress.py), so
     # clients see connection errors, then 200s: no 404 (Ray's ingress before any route) and no 503 (a model
     # still starting), which they saw before.
     assert set(run.statuses(during)) <= {200, 0}, f"answers other than connection errors: " \

@@ -1,0 +1,6 @@
+"""Everything that knows Ray Serve: the deployment adapter, root app, builders, runner, the HAProxy ingress
+rewrite, the replica's HTTP server beside Ray's port, the autoscaling policy and deployment options.
+
+The only subpackage of serve/ that imports `ray` (tests/serve/test_layering.py checks it). Modules here import
+nothing at package level, so that `optiserve-haproxy` (serve/on_ray/ingress.py) starts light.
+"""
