@@ -21,7 +21,7 @@ demo: $(INSTALLED)
 # export with pooling and normalization, int8 under the accuracy guard, a few minutes on 2 cores.
 # Dynamic int8 answers move slightly with their batch (recorded in the manifest); accepted here for speed.
 minilm: $(INSTALLED)
-	$(BIN)/optiserve optimize optimize.demo_minilm:minilm_source --out artifacts/minilm --latency-repeats 20 \
+	$(BIN)/optiserve optimize optimize.demos.minilm:minilm_source --out artifacts/minilm --latency-repeats 20 \
 	    --accept-batch-deviation
 
 bench-serve: $(INSTALLED)

@@ -46,14 +46,14 @@ def ensure_artifacts(skip_minilm: bool, snapshot: Path) -> dict[str, Path]:
     rebuild in artifacts/ during the run cannot change what is measured."""
     digits = ROOT / "artifacts" / "digits"
     if not (digits / "manifest.json").exists():
-        from optimize.demo_digits import trained_digits_classifier
+        from optimize.demos.digits import trained_digits_classifier
         from optimize.pipeline import optimize_model
         from optimize.settings import OptimizeSettings
 
         optimize_model(trained_digits_classifier(), digits, OptimizeSettings())
     artifacts = {"digits": digits}
     minilm = ROOT / "artifacts" / "minilm"
-    if not skip_minilm and not (minilm / "manifest.json").exists() and (ROOT / "optimize" / "demo_minilm.py").exists():
+    if not skip_minilm and not (minilm / "manifest.json").exists() and (ROOT / "optimize" / "demos" / "minilm.py").exists():
         subprocess.run(["make", "minilm"], cwd=ROOT, check=False, timeout=1800)
     if not skip_minilm and (minilm / "manifest.json").exists():
         artifacts["minilm"] = minilm

@@ -19,12 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from optimize import measure  # noqa: E402
-from optimize.demo_minilm import minilm_source  # noqa: E402
+from optimize.demos.minilm import minilm_source  # noqa: E402
 from optimize.embedding import OUTPUT, Tokens, embed  # noqa: E402
 from optimize.export import export_token_model  # noqa: E402
 from optimize.quantize import prepare, quantize_int8_dynamic  # noqa: E402
 from optimize.report import cpu_flags  # noqa: E402
-from optimize.sentences import generate_sentences  # noqa: E402
+from optimize.demos.sentences import generate_sentences  # noqa: E402
 
 HELD_OUT_SEED = 99
 

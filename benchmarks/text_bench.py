@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.serve_bench import measure_server, median_cells  # noqa: E402
 from optimize.measure import cpu_name  # noqa: E402
-from optimize.sentences import generate_sentences  # noqa: E402
+from optimize.demos.sentences import generate_sentences  # noqa: E402
 
 DISTINCT = 10_000
 ZIPF_S = 1.1

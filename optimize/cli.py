@@ -8,9 +8,9 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "source", nargs="?", default="optimize.demo_digits:trained_digits_classifier",
+        "source", nargs="?", default="optimize.demos.digits:trained_digits_classifier",
         help="'package.module:function' returning a ModelSource or an EmbeddingSource "
-             "(default: the digits demo; optimize.demo_minilm:minilm_source for all-MiniLM-L6-v2), "
+             "(default: the digits demo; optimize.demos.minilm:minilm_source for all-MiniLM-L6-v2), "
              "or a model file: .onnx or TorchScript .pt, with --data",
     )
     parser.add_argument("--data", help="labelled validation data for a model file: .npz (inputs/x, labels/y) "

@@ -22,7 +22,7 @@ SAMPLES = 8
 
 
 def main() -> int:
-    from optimize.demo_digits import load_split, trained_digits_classifier
+    from optimize.demos.digits import load_split, trained_digits_classifier
     from optimize.pipeline import optimize_model
     from optimize.settings import OptimizeSettings
 

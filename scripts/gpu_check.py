@@ -47,12 +47,12 @@ def attempt(what: str, check) -> None:
 def digits_model():
     """(module, inputs, what it is): the trained demo MLP where scikit-learn is here, else random weights."""
     try:
-        from optimize.demo_digits import load_split, train_classifier
+        from optimize.demos.digits import load_split, train_classifier
 
         train_x, train_y, test_x, _ = load_split()
         return train_classifier(train_x, train_y, epochs=10), test_x, "digits MLP trained on scikit-learn digits"
     except ImportError as error:
-        from optimize.demo_digits import mlp
+        from optimize.demos.digits import mlp
 
         torch.manual_seed(0)
         inputs = np.random.default_rng(0).random((450, 64), dtype=np.float32)
@@ -63,7 +63,7 @@ def minilm_model():
     """(module, (input_ids, attention_mask) of 128 rows x 128 tokens, what it is)."""
     from transformers import BertConfig, BertModel
 
-    from optimize import demo_minilm
+    from optimize.demos import minilm as demo_minilm
 
     ids = np.random.default_rng(1).integers(1000, 30000, (128, 128), dtype=np.int64)
     feed = (ids, np.ones_like(ids))
@@ -242,9 +242,9 @@ def check_text_artifact(work: Path, device: str) -> None:
     """all-MiniLM-L6-v2 as `optiserve optimize ... --target gpu --gpu-runtime torch` ships it: strings in, the
     tokenizer in the replica, token axis padded for CUDA graphs. Checked against fp32 op by op, timed in
     sentences/s at 1, 32 and 128 sentences per call, op by op and with CUDA graphs."""
-    from optimize import demo_minilm
+    from optimize.demos import minilm as demo_minilm
     from optimize.embedding import optimize_embedding_model
-    from optimize.sentences import generate_sentences
+    from optimize.demos.sentences import generate_sentences
     from optimize.settings import OptimizeSettings
     from serve.runtimes.model import load_model
     from serve.settings import ServeSettings

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def digits_source():
-    from optimize.demo_digits import trained_digits_classifier
+    from optimize.demos.digits import trained_digits_classifier
 
     return trained_digits_classifier()
 
@@ -27,7 +27,7 @@ def digits_artifact(tmp_path_factory, digits_source) -> Path:
 @pytest.fixture(scope="session")
 def minilm_artifact(tmp_path_factory) -> Path:
     """all-MiniLM-L6-v2 exported with pooling and normalization; fp32 only (the int8 guard has its own test)."""
-    from optimize.demo_minilm import minilm_source
+    from optimize.demos.minilm import minilm_source
     from optimize.embedding import optimize_embedding_model
     from optimize.settings import OptimizeSettings
 

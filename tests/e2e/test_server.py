@@ -12,7 +12,7 @@ import onnxruntime as ort
 import psutil
 import pytest
 
-from optimize.demo_digits import load_split
+from optimize.demos.digits import load_split
 from optimize.manifest import read_manifest
 
 MODEL_URL = "/v2/models/digits"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from optimize.demo_minilm import minilm_path
+from optimize.demos.minilm import minilm_path
 from optimize.manifest import read_manifest
-from optimize.sentences import generate_sentences
+from optimize.demos.sentences import generate_sentences
 from optiserve.local_server import start_server, stop_server
 from tests.e2e.test_server import get, post_all, post_all_with_headers
 

@@ -20,7 +20,7 @@ def test_every_candidate_name_has_a_builder():
 def test_structured_pruning_removes_half_the_hidden_units_and_keeps_the_interface():
     import torch
 
-    from optimize.demo_digits import cnn, mlp
+    from optimize.demos.digits import cnn, mlp
 
     for model in (mlp(), cnn()):
         smaller = structured_prune(model, 0.5)
@@ -44,7 +44,7 @@ def test_structured_pruning_keeps_the_strongest_units():
 
 
 def test_magnitude_pruning_reaches_the_sparsity_and_makes_it_permanent():
-    from optimize.demo_digits import mlp
+    from optimize.demos.digits import mlp
 
     model, sparsity = magnitude_prune(mlp(), 0.75, fine_tune=lambda module: module)
     assert sparsity == pytest.approx(0.75, abs=0.01) and weight_sparsity(model) == sparsity
@@ -80,7 +80,7 @@ CNN_SETTINGS = OptimizeSettings(auto=True, latency_repeats=10, distill_epochs=10
 
 @pytest.fixture(scope="module")
 def cnn_artifact(tmp_path_factory) -> Path:
-    from optimize.demo_digits import trained_digits_cnn
+    from optimize.demos.digits import trained_digits_cnn
     from optimize.pipeline import optimize_model
 
     artifact = tmp_path_factory.mktemp("artifacts") / "digits-cnn"

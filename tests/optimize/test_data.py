@@ -34,7 +34,7 @@ def test_an_npz_without_inputs_names_what_it_expected(tmp_path):
 
 
 def test_a_callable_can_provide_the_data():
-    inputs, labels = load_arrays("optimize.demo_digits:load_split")
+    inputs, labels = load_arrays("optimize.demos.digits:load_split")
     assert inputs.ndim == 2 and labels is not None
 
 

@@ -24,7 +24,7 @@ def assert_same_weights(first, second) -> None:
 
 @pytest.fixture(scope="module")
 def digits():
-    from optimize.demo_digits import load_split
+    from optimize.demos.digits import load_split
 
     return load_split()
 
@@ -32,7 +32,7 @@ def digits():
 def test_a_training_run_repeats_whatever_the_callers_threads_and_random_draws(digits):
     import torch
 
-    from optimize.demo_digits import cnn, train_classifier
+    from optimize.demos.digits import cnn, train_classifier
 
     train_x, train_y = digits[0][:512], digits[1][:512]
     threads = torch.get_num_threads()

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from optimize.embedding import EmbeddingSource
-from optimize.sentences import generate_sentences
+from optimize.demos.sentences import generate_sentences
 
 MAX_LENGTH = 256  # sentence-transformers' max_seq_length for this model
 

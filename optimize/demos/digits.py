@@ -63,7 +63,7 @@ def train_classifier(train_x: np.ndarray, train_y: np.ndarray, epochs: int = 30,
 
 
 def trained_digits_classifier() -> ModelSource:
-    """Entry point for `optiserve optimize optimize.demo_digits:trained_digits_classifier`."""
+    """Entry point for `optiserve optimize optimize.demos.digits:trained_digits_classifier`."""
     train_x, train_y, test_x, test_y = load_split()
     return ModelSource(
         name="digits",

@@ -1,6 +1,6 @@
 """The Keras demo: a tf_keras MLP trained on digits, pruned to 75% sparsity with tfmot.
 
-`optiserve optimize optimize.demo_keras:pruned_keras_digits --out artifacts/digits-keras`
+`optiserve optimize optimize.demos.keras_digits:pruned_keras_digits --out artifacts/digits-keras`
 exports it with tf2onnx and optimizes it like any other model. Needs the `tf`
 extra (`pip install .[tf]`).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimize.demo_digits import SEED, load_split
+from optimize.demos.digits import SEED, load_split
 from optimize.keras_source import PruningSettings, import_tf, keras_source
 from optimize.source import ModelSource
 
@@ -35,7 +35,7 @@ def train_keras_classifier(train_x: np.ndarray, train_y: np.ndarray, epochs: int
 
 
 def pruned_keras_digits() -> ModelSource:
-    """Entry point for `optiserve optimize optimize.demo_keras:pruned_keras_digits`."""
+    """Entry point for `optiserve optimize optimize.demos.keras_digits:pruned_keras_digits`."""
     train_x, train_y, test_x, test_y = load_split()
     model = train_keras_classifier(train_x, train_y)
     return keras_source(model, (test_x, test_y), "digits-keras", pruning=PRUNING, train_data=(train_x, train_y))
