@@ -10,7 +10,7 @@ from serve.runtimes.text import TextEncoder, tokenize_in_calling_thread
 
 @pytest.fixture(scope="module")
 def tokenizer_dir():
-    from optimize.demo_minilm import minilm_path
+    from optimize.demos.minilm import minilm_path
 
     return minilm_path()
 
