@@ -134,8 +134,8 @@ class ServeSettings(BaseSettings):
     )
     replica_http: bool = Field(
         True, description="HAProxy ingress with admission: each model replica answers HTTP on its own server "
-        "(serve/on_ray/replica_http.py), beside Ray Serve's, and HAProxy sends the model's requests there; health checks "
-        "and draining stay Ray's. Digits served 2x the requests per second at 8 clients on 2 cores "
+        "(serve/http/replica_server.py), beside Ray Serve's, and HAProxy sends the model's requests there; health "
+        "checks and draining stay Ray's. Digits served 2x the requests per second at 8 clients on 2 cores "
         "(docs/BENCHMARKS.md). Autoscaling then needs serve.on_ray.autoscaling:ongoing_requests_policy (deploy/)",
     )
     # Limits of each replica's own HTTP server (serve/http/replica_connection.py), which Ray binds on `host` like its

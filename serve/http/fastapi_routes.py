@@ -1,6 +1,6 @@
 """The FastAPI side of the HTTP API: JSON errors, and a model's metadata and readiness routes.
 
-Inference requests skip FastAPI (serve/http/asgi.py, serve/on_ray/replica_http.py); FastAPI serves the rest and the
+Inference requests skip FastAPI (serve/http/asgi.py, serve/http/replica_server.py); FastAPI serves the rest and the
 OpenAPI schema, with every error answered as `{"error": ...}`.
 """
 
@@ -76,8 +76,8 @@ _INFER_BODY = {"requestBody": {"required": True, "content": {JSON: {"schema": In
 
 
 def model_api(server) -> FastAPI:
-    """Metadata and readiness routes of one model (`server`: its serve.on_ray.deployment.ModelServer); the inference
-    routes are here for the OpenAPI schema (and for any caller that bypasses `InferenceRoutes`)."""
+    """Metadata and readiness routes of one model (`server`: its serve.pipeline.inference.InferencePipeline); the
+    inference routes are here for the OpenAPI schema (and for any caller that bypasses `InferenceRoutes`)."""
     api = with_json_errors(FastAPI(title="optiserve model", docs_url=None, redoc_url=None))
     api.add_middleware(_BarePrefixAsRoot)
 

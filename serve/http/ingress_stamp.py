@@ -5,7 +5,7 @@ milliseconds, replacing any the client sent). A replica then counts the request'
 HAProxy's queue included, and reports the wait as a metric. HAProxy and the replica may run on different
 nodes: a stamp that cannot be a real wait is clocks disagreeing, and is not counted.
 
-Ray binds each replica's own HTTP server (serve/on_ray/replica_http.py) where a client may reach it without HAProxy,
+Ray binds each replica's own HTTP server (serve/http/replica_server.py) where a client may reach it without HAProxy,
 and so send a stamp of its own. Where the admission policy has an `ingress_token` (the embedded server makes a
 fresh one each start), HAProxy adds it to every request (`TOKEN_HEADER`, replacing any the client sent) and
 the replica's server keeps a stamp only where the token came with it (`IngressProof`): a client cannot shorten

@@ -1,4 +1,4 @@
-"""One client connection to a model replica's own HTTP server (serve/on_ray/replica_http.py): requests read within
+"""One client connection to a model replica's own HTTP server (serve/http/replica_server.py): requests read within
 limits, answered in order.
 
 Ray binds the server on the configured host (0.0.0.0 in deploy/), so a client may reach it without HAProxy.
@@ -35,7 +35,7 @@ from serve.http.asgi import ClientGone, error_reply
 from serve.http.http_messages import HTTPLimits, Refused, Request, origin_form, reply_headers, response_bytes
 
 if TYPE_CHECKING:
-    from serve.on_ray.replica_http import ReplicaHTTPServer
+    from serve.http.replica_server import ReplicaHTTPServer
 
 logger = logging.getLogger("ray.serve.optiserve")
 # A step of a connection's answers, in order: a request to answer, raw bytes to write, or None: close.

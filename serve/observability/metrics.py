@@ -1,25 +1,24 @@
-"""Prometheus metrics through Ray's metrics agent, so every replica is counted.
+"""The server's metrics for one model, tallied in the replica and handed to a metrics backend.
 
-`ray.util.metrics` sends each replica's values to the metrics agent on its
-node; Prometheus scrapes the agent (`ray start --metrics-export-port`, or
-`ServeSettings.metrics_port` for the embedded server) and sees every replica's
-series, whichever replica answered a request. Ray prefixes names with `ray_`:
-`ray_optiserve_requests_total`, `ray_optiserve_request_latency_seconds_bucket`, ...
+On Ray the backend is Ray's metrics API (serve/on_ray/metrics_backend.py): each replica's values go to the
+metrics agent on its node; Prometheus scrapes the agent (`ray start --metrics-export-port`, or
+`ServeSettings.metrics_port` for the embedded server) and sees every replica's series, whichever replica
+answered a request. Ray prefixes names with `ray_`: `ray_optiserve_requests_total`,
+`ray_optiserve_request_latency_seconds_bucket`, ...
 
-Each Ray metric call costs a few microseconds of the replica's event loop, and
-a request made several. Counter increments, gauge values and histogram
-observations are therefore tallied here and handed to Ray together at most
-`FLUSH_AFTER_S` later (Ray itself pushes to its agent every
-`metrics_report_interval_ms`). Histograms are counted in the replica and
-exported as their cumulative `_bucket`, `_count` and `_sum` series
-(serve/observability/histogram.py): Ray's own Histogram costs its agent a replay per
-observation, and approximates `_sum`; these sums are exact.
+Each Ray metric call costs a few microseconds of the replica's event loop, and a request made several.
+Counter increments, gauge values and histogram observations are therefore tallied here and handed to the
+backend together at most `FLUSH_AFTER_S` later (Ray itself pushes to its agent every
+`metrics_report_interval_ms`). Histograms are counted in the replica and exported as their cumulative
+`_bucket`, `_count` and `_sum` series (serve/observability/histogram.py): Ray's own Histogram costs its agent a
+replay per observation, and approximates `_sum`; these sums are exact.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from serve.observability.backend import MetricsBackend
 from serve.observability.histogram import LocalHistogram
 
 LATENCY_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
@@ -30,10 +29,11 @@ STAGE_BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 
 
 class ServeMetrics:
-    """The server's metrics for one model; create it inside the replica process."""
+    """The server's metrics for one model, made by `backend` (on Ray: inside the replica process)."""
 
-    def __init__(self, model: str, version: str) -> None:
+    def __init__(self, model: str, version: str, backend: MetricsBackend) -> None:
         self._tags = {"model": model, "version": version}
+        self._backend = backend
         self._counts: dict[tuple, float] = {}  # (counter, extra tags as a tuple) -> increments not yet flushed
         self._gauges: dict[object, float] = {}  # gauge -> latest value not yet flushed
         self._flush_scheduled: asyncio.TimerHandle | None = None
@@ -84,23 +84,15 @@ class ServeMetrics:
             "garbled bytes): served as misses, never as answers.",
         )
 
-    def _tagged(self, metric):
-        """Every metric carries the model and version; `extra` tags are given per observation."""
-        metric.set_default_tags(self._tags)
-        return metric
-
     def _counter(self, name: str, description: str, *extra: str):
-        from ray.util import metrics
-
-        return self._tagged(metrics.Counter(name, description, tag_keys=(*self._tags, *extra)))
+        """Every metric carries the model and version; `extra` tags are given per observation."""
+        return self._backend.counter(name, description, (*self._tags, *extra), self._tags)
 
     def _gauge(self, name: str, description: str):
-        from ray.util import metrics
-
-        return self._tagged(metrics.Gauge(name, description, tag_keys=tuple(self._tags)))
+        return self._backend.gauge(name, description, tuple(self._tags), self._tags)
 
     def _histogram(self, name: str, description: str, bounds: list[float], *extra: str) -> "ExportedHistogram":
-        histogram = ExportedHistogram(name, description, bounds, self._tags, extra)
+        histogram = ExportedHistogram(self._backend, name, description, bounds, self._tags, extra)
         self._histograms.append(histogram)
         return histogram
 
@@ -142,7 +134,7 @@ class ServeMetrics:
         self._count(self.coalesced, 1)
 
     def flush(self) -> None:
-        """Hand every tallied increment, gauge value and histogram series to Ray now."""
+        """Hand every tallied increment, gauge value and histogram series to the backend now."""
         self._flush_scheduled = None
         counts, self._counts = self._counts, {}
         gauges, self._gauges = self._gauges, {}
@@ -175,20 +167,17 @@ class ServeMetrics:
 
 
 class ExportedHistogram:
-    """A LocalHistogram and the three Ray gauges its series go out as: `_bucket` (with `le`), `_count`, `_sum`."""
+    """A LocalHistogram and the three gauges its series go out as: `_bucket` (with `le`), `_count`, `_sum`."""
 
-    def __init__(self, name: str, description: str, bounds: list[float], tags: dict[str, str],
-                 extra: tuple[str, ...] = ()) -> None:
-        from ray.util import metrics
-
+    def __init__(self, backend: MetricsBackend, name: str, description: str, bounds: list[float],
+                 tags: dict[str, str], extra: tuple[str, ...] = ()) -> None:
         self.local = LocalHistogram(bounds)
         self._extra = extra
         keys = (*tags, *extra)
-        self._bucket = metrics.Gauge(f"{name}_bucket", f"{description} Observations at or under le, cumulative.",
-                                     tag_keys=(*keys, "le")).set_default_tags(tags)
-        self._count = metrics.Gauge(f"{name}_count", f"{description} Observations.", tag_keys=keys).set_default_tags(tags)
-        self._sum = metrics.Gauge(f"{name}_sum", f"{description} Sum of observations.",
-                                  tag_keys=keys).set_default_tags(tags)
+        self._bucket = backend.gauge(f"{name}_bucket", f"{description} Observations at or under le, cumulative.",
+                                     (*keys, "le"), tags)
+        self._count = backend.gauge(f"{name}_count", f"{description} Observations.", keys, tags)
+        self._sum = backend.gauge(f"{name}_sum", f"{description} Sum of observations.", keys, tags)
 
     def export(self) -> None:
         for extra, buckets, count, total in self.local.changed():

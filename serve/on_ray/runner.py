@@ -72,7 +72,8 @@ def start(
     served = load_repository(paths)
     _check_port_free(settings.host, settings.port)
     environment = ray_serve_environment(settings, tuple(version.app_name for version in served))
-    ingress.add_fresh_token(environment)  # only this server's HAProxy can stamp its requests (serve/http/ingress_stamp.py)
+    # only this server's HAProxy can stamp its requests (serve/http/ingress_stamp.py)
+    ingress.add_fresh_token(environment)
     shim = environment.get("RAY_SERVE_HAPROXY_BINARY_PATH")
     if shim is not None and not os.access(shim, os.X_OK):
         raise ValueError(f"ingress admission needs the {ingress.SHIM_COMMAND} command at {shim}: "

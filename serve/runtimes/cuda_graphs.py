@@ -3,9 +3,9 @@
 On an NVIDIA H200 the torch runtime ran all-MiniLM-L6-v2 in 4.1-4.7 ms per call whatever the batch (1 to 128 rows
 of 128 tokens): Python launching the exported graph op by op set the pace, not the GPU (docs/BENCHMARKS.md, "GPU
 check"). Here each input shape is captured once into a CUDA graph and replayed after. Shapes are made few by padding
-the batch axis up to the next power of two (text models also pad their token axis, serve/runtimes/text.py); the padded rows'
-answers are dropped. Graphs share one memory pool and are replayed one at a time under a lock, each call's inputs
-copied in before and its outputs copied out right after, so no graph reads what another left behind. Past
+the batch axis up to the next power of two (text models also pad their token axis, serve/runtimes/text.py); the
+padded rows' answers are dropped. Graphs share one memory pool and are replayed one at a time under a lock, each
+call's inputs copied in before and its outputs copied out right after, so no graph reads what another left behind. Past
 `max_graphs` the least recently used graph is dropped (logged: more shapes than that means recapturing);
 batches past `max_rows`, and shapes whose capture ran out of GPU memory (`NotCaptured`), are the caller's to run
 op by op. Capture uses CUDA's global capture mode: one model's calls at a time (the replica's one inference thread).

@@ -51,8 +51,8 @@ def _flood_a_fresh_server(artifact, tmp_path, *flags: str, env: dict[str, str] |
 
 
 def test_requests_beyond_the_ingress_queue_are_refused_by_haproxy_in_json(digits_artifact, tmp_path):
-    """Admission at the ingress (serve/on_ray/ingress.py): 2 in flight per replica, 1 queued, the rest refused by HAProxy
-    itself with the reject status, Retry-After and a JSON error, without reaching the replica. Ray's own
+    """Admission at the ingress (serve/on_ray/ingress.py): 2 in flight per replica, 1 queued, the rest refused by
+    HAProxy itself with the reject status, Retry-After and a JSON error, without reaching the replica. Ray's own
     per-replica queue is made roomy (8) so that every refusal here is the ingress's."""
     answers = _flood_a_fresh_server(digits_artifact, tmp_path, "--ingress-queue-per-replica", "1",
                                     "--reject-status", "429", "--max-queued-requests", "8")

@@ -14,9 +14,9 @@ from optiserve.local_server import RunningServer, scrape, settled
 
 METRIC = "ray_optiserve_requests_total"
 # How far behind the answers a scrape can be: a replica hands its tallies to Ray 0.5 s after the first
-# (serve/observability/metrics.py FLUSH_AFTER_S) and Ray reports every 2 s (ServeSettings.metrics_report_interval_ms); the
-# rest is slack for the agent's export and a busy 2-core machine. What a killed replica answered in this
-# window before its death was never reported, and dies with it.
+# (serve/observability/metrics.py FLUSH_AFTER_S) and Ray reports every 2 s
+# (ServeSettings.metrics_report_interval_ms); the rest is slack for the agent's export and a busy 2-core
+# machine. What a killed replica answered in this window before its death was never reported, and dies with it.
 REPORT_LAG_S = 5.0
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from serve.http.http_messages import HTTPLimits
 from serve.settings import ServeSettings
-from tests.serve.on_ray.test_replica_http import PREFIX, Model, _exchange, _post, _read_response, in_event_loop, serving
+from tests.serve.http.test_replica_server import PREFIX, Model, _exchange, _post, _read_response, in_event_loop, serving
 
 SMALL = HTTPLimits(max_request_line_bytes=256, max_header_bytes=1024, max_headers=8, max_pipelined=2,
                    receive_timeout_s=1.0)

@@ -1,4 +1,4 @@
-"""ServeMetrics' tally: counters, gauges and histogram series reach Ray summed, once per flush (no Ray needed)."""
+"""ServeMetrics' tally: counters, gauges and histogram series reach the backend summed, once per flush."""
 
 import asyncio
 
@@ -27,15 +27,35 @@ class RecordingGauge:
         return [value for value, _ in self.calls]
 
 
+class RecordingBackend:
+    """Makes recording metrics; remembers each one's name, tag keys and default tags."""
+
+    def __init__(self):
+        self.made = {}
+
+    def counter(self, name, description, tag_keys, default_tags):
+        self.made[name] = (tag_keys, default_tags)
+        return RecordingCounter()
+
+    def gauge(self, name, description, tag_keys, default_tags):
+        self.made[name] = (tag_keys, default_tags)
+        return RecordingGauge()
+
+
 def recorded_metrics() -> ServeMetrics:
-    metrics = ServeMetrics("digits", "1")
-    metrics.requests, metrics.cache_misses, metrics.cache_hits = RecordingCounter(), RecordingCounter(), RecordingCounter()
-    metrics.rows, metrics.cache_evictions = RecordingCounter(), RecordingCounter()
-    metrics.cache_bytes, metrics.queue_depth = RecordingGauge(), RecordingGauge()
-    for histogram in (metrics.latency, metrics.batch_size, metrics.queue_time, metrics.compute_time,
-                      metrics.ingress_wait):
-        histogram._bucket, histogram._count, histogram._sum = RecordingGauge(), RecordingGauge(), RecordingGauge()
-    return metrics
+    return ServeMetrics("digits", "1", RecordingBackend())
+
+
+def test_every_metric_carries_the_model_and_version_and_names_its_own_tags():
+    backend = RecordingBackend()
+    ServeMetrics("digits", "1", backend)
+    model = ("model", "version")
+    assert all(keys[:2] == model and defaults == {"model": "digits", "version": "1"}
+               for keys, defaults in backend.made.values())
+    assert backend.made["optiserve_requests"][0] == (*model, "status")
+    assert backend.made["optiserve_request_latency_seconds_bucket"][0] == (*model, "cache", "le")
+    assert backend.made["optiserve_request_latency_seconds_sum"][0] == (*model, "cache")
+    assert backend.made["optiserve_queue_depth"][0] == model
 
 
 def test_on_the_event_loop_values_are_summed_and_handed_over_once_after_the_flush_delay():

@@ -26,7 +26,8 @@ def test_optiserves_policy_is_accepted(policy):
 
 
 def test_a_custom_policy_is_left_to_its_author():
-    config = deployment(min_replicas=1, max_replicas=4, policy={"policy_function": "tests.serve.on_ray.policies:custom"})
+    custom = {"policy_function": "tests.serve.on_ray.policies:custom"}
+    config = deployment(min_replicas=1, max_replicas=4, policy=custom)
     assert autoscaling_problem(config, own_http_server=True) is None
 
 

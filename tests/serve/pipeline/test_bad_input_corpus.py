@@ -1,4 +1,4 @@
-"""Every case of the bad-input corpus (loadtests/corpus.py), answered by a digits ModelServer in-process: the
+"""Every case of the bad-input corpus (loadtests/corpus.py), answered by a digits InferencePipeline in-process: the
 same checks the load test makes under traffic, in seconds, so that a parser change that turns one into a 500
 fails here first."""
 
@@ -8,12 +8,12 @@ import pytest
 
 from loadtests.corpus import CORPUS, check_answer
 from serve.http.guards import read_body
-from tests.serve.pipeline.test_inference import _model_server
+from tests.serve.pipeline.test_inference import build_pipeline
 
 
 @pytest.fixture(scope="module")
 def server(digits_artifact):
-    return _model_server(digits_artifact)
+    return build_pipeline(digits_artifact)
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=[case.name for case in CORPUS])

@@ -1,5 +1,5 @@
 """A model with two free dimensions beyond the batch: shapes that hide a huge count or a 0 past the first
-dimension are client errors, never 500s. In-process ModelServer with the real model (no Ray)."""
+dimension are client errors, never 500s. In-process InferencePipeline with the real model (no Ray)."""
 
 import asyncio
 import json
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from serve.settings import ServeSettings
-from tests.serve.pipeline.test_inference import _model_server
+from tests.serve.pipeline.test_inference import build_pipeline
 
 
 @pytest.fixture(scope="module")
 def server(two_dynamic_dims_artifact):
-    return _model_server(two_dynamic_dims_artifact, ServeSettings(max_elements=1 << 20))
+    return build_pipeline(two_dynamic_dims_artifact, ServeSettings(max_elements=1 << 20))
 
 
 def _answer(server, shape, data) -> tuple[int, dict]:

@@ -1,6 +1,6 @@
 """A replica refusing a huge body keeps answering small requests: the refusal is decided before the data are
-converted (serve.http.large_body), so the event loop is held for the parse alone. In-process ModelServer, one loop:
-exactly the replica's situation, without Ray's start-up."""
+converted (serve.http.large_body), so the event loop is held for the parse alone. In-process InferencePipeline,
+one loop: exactly the replica's situation, without Ray's start-up."""
 
 import asyncio
 import json
@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from serve.http.protocol import InferenceRequest
-from tests.serve.pipeline.test_inference import _model_server
+from tests.serve.pipeline.test_inference import build_pipeline
 
 SMALL = json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}).encode()
 # 3M floats (27 MB of JSON) declared as one 64-value row: the issue's case, which held the loop 0.4-1.2 s
@@ -40,7 +40,7 @@ async def _small_requests_for(server, seconds: float) -> list[tuple[int, float]]
 
 
 def test_small_requests_are_answered_while_a_huge_body_is_refused(digits_artifact):
-    server = _model_server(digits_artifact)
+    server = build_pipeline(digits_artifact)
 
     async def refusal_holding_the_loop() -> tuple[object, float]:
         """The refusal never waits on anything: the loop is held for as long as it takes."""
