@@ -37,7 +37,14 @@ def build_model_app(
     does); otherwise it is checked here. Each replica checks it again where it loads the model.
     """
     manifest = verified or load_verified(artifact_dir)[0]
-    return ModelServer.options(
+    return ModelServer.options(**model_deployment_options(manifest, settings, app_name)).bind(
+        str(Path(artifact_dir).resolve()), settings, list(versions or [manifest.version])
+    )
+
+
+def model_deployment_options(manifest: Manifest, settings: ServeSettings, app_name: str | None = None) -> dict:
+    """The Ray Serve deployment options of one model version's application."""
+    return dict(
         name=deployment_name(app_name or manifest.name),
         num_replicas=settings.replicas,
         max_ongoing_requests=settings.replica_concurrency,
@@ -50,7 +57,7 @@ def build_model_app(
                            "num_gpus": replica_gpus(manifest.target, settings.replica_gpus, gpu_present())},
         logging_config={"enable_access_log": settings.access_log, "log_level": settings.replica_ray_log_level},
         user_config=settings.runtime_config.model_dump(),
-    ).bind(str(Path(artifact_dir).resolve()), settings, list(versions or [manifest.version]))
+    )
 
 
 class ModelAppArgs(BaseModel):

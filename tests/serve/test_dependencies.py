@@ -7,7 +7,6 @@ import re
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
-from pathlib import Path
 
 from tests.serve.test_layering import SERVE, imported_modules
 
