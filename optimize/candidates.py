@@ -21,7 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from optimize.export import OPSET, check_parity, export_onnx
+from optimize.export import EXPORTERS, OPSET, export_checked
+from optimize.kind import Built
 from optimize.manifest import Step
 from optimize.prune import count_parameters, gzip_size, magnitude_prune, structured_prune
 from optimize.quantize import prepare, quantize_int8_dynamic, quantize_int8_static
@@ -30,12 +31,6 @@ from optimize.source import ModelSource
 from optimize.train import distill, fit
 
 CALIBRATION_BATCH = 32
-
-
-@dataclass
-class Built:
-    path: Path
-    steps: list[Step]
 
 
 @dataclass
@@ -51,10 +46,10 @@ class Workspace:
 def not_applicable(name: str, source: ModelSource) -> str | None:
     """Why a candidate cannot be built for this source, or None."""
     needs_module = name in ("pruned", "pruned_int8_static", "sparse", "distilled", "torch_int8_static")
-    if needs_module and source.module is None:
+    if needs_module and source.model_format == "onnx":
         return "needs a PyTorch module (the model came as an ONNX file)"
     if name == "torch_int8_static":
-        return None if _fx_traceable(source.module) else "PyTorch FX quantization needs an FX-traceable nn.Module"
+        return None if _fx_traceable(source) else "PyTorch FX quantization needs an FX-traceable nn.Module"
     if needs_module and source.train_inputs is None:
         return "needs training data for fine-tuning"
     if name.startswith("pruned") or (name == "distilled" and source.student is None):
@@ -144,13 +139,13 @@ def fp16(ws: Workspace) -> Built:
     return Built(target, [*ws.fp32.steps, convert_fp16(ws.fp32.path, target)])
 
 
-def _fx_traceable(module) -> bool:
+def _fx_traceable(source: ModelSource) -> bool:
     import torch
 
-    if isinstance(module, torch.jit.ScriptModule):
+    if source.model_format != "pytorch":
         return False
     try:
-        torch.fx.symbolic_trace(module)
+        torch.fx.symbolic_trace(source.module)
     except Exception:  # noqa: BLE001 - FX raises many kinds of errors for untraceable code
         return False
     return True
@@ -164,15 +159,11 @@ BUILDERS: dict[str, Callable[[Workspace], Built]] = {
 
 
 def _export(ws: Workspace, name: str, module) -> tuple[Path, Step]:
-    import onnxruntime as ort
-
+    """Export a smaller nn.Module made from the source's (pruned, distilled), checked against it."""
     source = dataclasses.replace(ws.source, module=module, onnx_file=None)
     path = ws.work / f"{name}.onnx"
-    export_onnx(source, path)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {source.input_name: source.validation_inputs})[0]
-    difference = check_parity(source, outputs, ws.settings.parity_tolerance)
-    export = Step(name="export_onnx", settings={"exporter": "torch.onnx.export(dynamo=True)", "opset": OPSET,
+    difference = export_checked(source, path, ws.settings.parity_tolerance)
+    export = Step(name="export_onnx", settings={"exporter": EXPORTERS["pytorch"], "opset": OPSET,
                                                 "parity_max_abs_diff": difference})
     return path, export
 

@@ -39,10 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from optimize.embedding import EmbeddingSource, optimize_embedding_model
+    from optimize.dispatch import is_model_file, load_source
     from optimize.pipeline import optimize_model
     from optimize.settings import OptimizeSettings
-    from optimize.source import file_source, load_source
 
     flags = ("auto", "candidates", "accept_batch_deviation", "calibration_method", "latency_repeats", "target",
              "gpu_runtime")
@@ -51,15 +50,8 @@ def main(args: argparse.Namespace) -> int:
         settings = OptimizeSettings(**overrides)
     except ValueError as error:
         raise SystemExit(f"optiserve optimize: {error}") from None
-    if Path(args.source).suffix in (".onnx", ".pt", ".pth"):
-        if not args.data:
-            raise SystemExit(f"optiserve optimize: {args.source} is a model file; expected --data with labelled "
-                             "validation data too")
-        source = file_source(Path(args.source), args.data, args.name or Path(args.source).stem)
-    else:
-        source = load_source(args.source)
-    if isinstance(source, EmbeddingSource):
-        optimize_embedding_model(source, args.out, settings)
-    else:
-        optimize_model(source, args.out, settings)
+    if is_model_file(args.source) and not args.data:
+        raise SystemExit(f"optiserve optimize: {args.source} is a model file; expected --data with labelled "
+                         "validation data too")
+    optimize_model(load_source(args.source, args.data, args.name), args.out, settings)
     return 0

@@ -6,27 +6,45 @@ from pathlib import Path
 
 import numpy as np
 
+from optimize import measure
 from optimize.source import ModelSource
 
 OPSET = 18
+EXPORTERS = {  # how each model format becomes ONNX, as the manifest's export step records it
+    "pytorch": "torch.onnx.export(dynamo=True)",
+    "torchscript": "torch.onnx.export(dynamo=False), TorchScript input",  # torch.export cannot trace TorchScript
+    "onnx": "none: the ONNX file {name} as given",
+}
 
 
 class ParityError(Exception):
     """The exported ONNX model does not compute what the PyTorch model computes."""
 
 
+def exporter_name(source: ModelSource) -> str:
+    return EXPORTERS[source.model_format].format(name=source.onnx_file.name if source.onnx_file else "")
+
+
+def export_checked(source: ModelSource, path: Path, tolerance: float) -> float:
+    """Export to `path`, run it on the validation inputs; return the max abs difference to the source's
+    own outputs, raising ParityError above `tolerance`."""
+    export_onnx(source, path)
+    outputs = measure.run(measure.open_session(path), source.validation_inputs)
+    return check_parity(source, outputs, tolerance)
+
+
 def export_onnx(source: ModelSource, path: Path) -> None:
-    """nn.Module through the dynamo exporter; TorchScript (which torch.export cannot trace) through the
-    TorchScript-based exporter; an ONNX file as it is."""
+    """nn.Module through the dynamo exporter; TorchScript through the TorchScript-based exporter; an
+    ONNX file as it is."""
     import shutil
 
     import torch
 
-    if source.onnx_file is not None:
+    if source.model_format == "onnx":
         shutil.copyfile(source.onnx_file, path)
         return
     example = torch.from_numpy(source.example_input)
-    if isinstance(source.module, torch.jit.ScriptModule):
+    if source.model_format == "torchscript":
         torch.onnx.export(
             source.module, (example,), str(path), input_names=[source.input_name],
             output_names=[source.output_name], dynamic_axes={source.input_name: {0: "batch"}},
@@ -47,13 +65,13 @@ def export_onnx(source: ModelSource, path: Path) -> None:
 
 
 def torch_outputs(source: ModelSource, inputs: np.ndarray) -> np.ndarray:
-    import torch
-
-    if source.module is None:  # an ONNX file: itself is the reference
+    if source.model_format == "onnx":  # an ONNX file: itself is the reference
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(source.onnx_file), providers=["CPUExecutionProvider"])
         return session.run(None, {source.input_name: inputs})[0]
+    import torch
+
     with torch.no_grad():  # not inference_mode: TorchScript modules refuse inference tensors
         return source.module(torch.from_numpy(inputs)).numpy()
 

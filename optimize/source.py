@@ -1,11 +1,16 @@
-"""What the optimizer takes in: a trained model and the data to check it with."""
+"""What the optimizer takes in: a trained model and the data to check it with.
+
+Two kinds of source: a classifier (`ModelSource`: a PyTorch module, a
+TorchScript module or an ONNX file, with labelled inputs) and a text-embedding
+model (`EmbeddingSource`: a module over token ids, its tokenizer, sentences).
+optimize/dispatch.py tells them apart; nothing else does.
+"""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 
@@ -14,6 +19,9 @@ from optimize.measure import top1_accuracy
 
 if TYPE_CHECKING:
     import torch
+
+ModelFormat = Literal["onnx", "torchscript", "pytorch"]
+SCORING_BATCH = 32  # sentences per call when embedding text is scored; the least an EmbeddingSource holds
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,16 @@ class ModelSource:
         return "top-1" if self.metric is None else getattr(self.metric, "__name__", "metric")
 
     @property
+    def model_format(self) -> ModelFormat:
+        """How the model came: an ONNX file, a TorchScript module or a PyTorch nn.Module. It decides how the
+        model is exported (optimize/export.py) and which candidates apply (optimize/candidates.py)."""
+        if self.module is None:
+            return "onnx"
+        import torch
+
+        return "torchscript" if isinstance(self.module, torch.jit.ScriptModule) else "pytorch"
+
+    @property
     def calibration(self) -> np.ndarray:
         for candidate in (self.calibration_inputs, self.train_inputs, self.validation_inputs):
             if candidate is not None:
@@ -79,44 +97,19 @@ class ModelSource:
             )
 
 
-def load_source(reference: str):
-    """Call `package.module:function` and return the ModelSource it builds."""
-    module_name, _, attribute = reference.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"model source: expected 'package.module:function', got {reference!r}")
-    factory: Callable[[], ModelSource] = getattr(importlib.import_module(module_name), attribute)
-    source = factory()
-    from optimize.embedding import EmbeddingSource
+@dataclass(frozen=True)
+class EmbeddingSource:
+    """A PyTorch module taking (input_ids, attention_mask), its tokenizer, and held-out sentences."""
 
-    if not isinstance(source, (ModelSource, EmbeddingSource)):
-        raise TypeError(f"{reference}: expected it to return a ModelSource or an EmbeddingSource, "
-                        f"got {type(source).__name__}")
-    return source
+    name: str
+    version: str
+    module: "torch.nn.Module"
+    tokenizer_file: Path
+    max_length: int
+    validation_texts: tuple[str, ...]
+    calibration_texts: tuple[str, ...] = ()
 
-
-def file_source(model_file: Path, data: str, name: str, version: str = "1") -> ModelSource:
-    """A ModelSource from a saved model (`.onnx`, or a TorchScript `.pt`) and labelled data (see optimize.data)."""
-    from optimize.data import check_fits, clean, load_arrays
-
-    model_file = Path(model_file)
-    inputs, labels = load_arrays(data)
-    if labels is None:
-        raise ValueError(f"data {data!r}: expected labels too (an .npz with 'labels' or 'y', or a callable "
-                         "returning (inputs, labels)) to measure top-1 accuracy")
-    cleaned = clean(inputs, labels)
-    print(f"validation data: {cleaned.describe()}")
-    if model_file.suffix == ".onnx":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
-        (model_input,), output = session.get_inputs(), session.get_outputs()[0]
-        shape = tuple(d if isinstance(d, int) else -1 for d in model_input.shape)
-        check_fits(cleaned.inputs, model_input.name, shape, np.dtype(np.float32))
-        return ModelSource(name, version, None, cleaned.inputs[:1], cleaned.inputs, cleaned.labels,
-                           input_name=model_input.name, output_name=output.name, onnx_file=model_file)
-    if model_file.suffix in (".pt", ".pth"):
-        import torch
-
-        module = torch.jit.load(str(model_file), map_location="cpu").eval()  # TorchScript: no pickle
-        return ModelSource(name, version, module, cleaned.inputs[:1], cleaned.inputs, cleaned.labels)
-    raise ValueError(f"{model_file}: expected an ONNX file (.onnx) or a TorchScript file (.pt)")
+    def __post_init__(self) -> None:
+        if len(self.validation_texts) < SCORING_BATCH:
+            raise ValueError(f"validation_texts: expected at least {SCORING_BATCH} sentences, "
+                             f"got {len(self.validation_texts)}")

@@ -243,16 +243,16 @@ def check_text_artifact(work: Path, device: str) -> None:
     tokenizer in the replica, token axis padded for CUDA graphs. Checked against fp32 op by op, timed in
     sentences/s at 1, 32 and 128 sentences per call, op by op and with CUDA graphs."""
     from optimize.demos import minilm as demo_minilm
-    from optimize.embedding import optimize_embedding_model
     from optimize.demos.sentences import generate_sentences
+    from optimize.pipeline import optimize_model
     from optimize.settings import OptimizeSettings
     from serve.runtimes.model import load_model
     from serve.settings import ServeSettings
 
     out = work / "minilm-text"
     source = demo_minilm.minilm_source(validation_count=64, calibration_count=16)
-    optimize_embedding_model(source, out, OptimizeSettings(target="gpu", gpu_runtime="torch", latency_repeats=10),
-                             log=lambda line: None)
+    optimize_model(source, out, OptimizeSettings(target="gpu", gpu_runtime="torch", latency_repeats=10),
+                   log=lambda line: None)
     sentences = np.array(generate_sentences(256, seed=7), dtype=object)
     reference = load_model(out, settings=ServeSettings(torch_dtype="float32", torch_cuda_graphs=False))
     expected = reference.run({"text": sentences})["embedding"]

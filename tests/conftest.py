@@ -28,10 +28,10 @@ def digits_artifact(tmp_path_factory, digits_source) -> Path:
 def minilm_artifact(tmp_path_factory) -> Path:
     """all-MiniLM-L6-v2 exported with pooling and normalization; fp32 only (the int8 guard has its own test)."""
     from optimize.demos.minilm import minilm_source
-    from optimize.embedding import optimize_embedding_model
+    from optimize.pipeline import optimize_model
     from optimize.settings import OptimizeSettings
 
     artifact = tmp_path_factory.mktemp("artifacts") / "minilm"
     settings = OptimizeSettings(latency_repeats=10, int8_candidates=False)
-    optimize_embedding_model(minilm_source(validation_count=64), artifact, settings)
+    optimize_model(minilm_source(validation_count=64), artifact, settings)
     return artifact

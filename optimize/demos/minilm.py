@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from optimize.embedding import EmbeddingSource
+from optimize.source import EmbeddingSource
 from optimize.demos.sentences import generate_sentences
 
 MAX_LENGTH = 256  # sentence-transformers' max_seq_length for this model

@@ -7,8 +7,7 @@ import pytest
 
 from optimize import measure
 from optimize.candidates import BUILDERS
-from optimize.manifest import Candidate, Measurement, load_verified
-from optimize.pipeline import choose_candidate
+from optimize.manifest import Candidate, load_verified
 from optimize.prune import count_parameters, magnitude_prune, structured_prune, weight_sparsity
 from optimize.settings import CANDIDATES, GPU_CANDIDATES, OptimizeSettings
 
@@ -49,30 +48,6 @@ def test_magnitude_pruning_reaches_the_sparsity_and_makes_it_permanent():
     model, sparsity = magnitude_prune(mlp(), 0.75, fine_tune=lambda module: module)
     assert sparsity == pytest.approx(0.75, abs=0.01) and weight_sparsity(model) == sparsity
     assert not any(name.endswith("_orig") for name, _ in model.named_parameters())
-
-
-def measured(ms: float, deviation: float, accuracy: float = 0.97) -> Measurement:
-    return Measurement(accuracy=accuracy, latency_ms={1: ms, 32: ms * 10}, size_bytes=1, batch_deviation=deviation)
-
-
-CHOICES = [
-    Candidate(name="fp32", measurement=measured(1.0, 0.0), accepted=True, reason="baseline"),
-    Candidate(name="int8_dynamic", measurement=measured(0.4, 0.02), accepted=True, reason="ok"),
-    Candidate(name="int8_static", measurement=measured(0.6, 0.0), accepted=True, reason="ok"),
-    Candidate(name="pruned", measurement=measured(0.1, 0.0), accepted=False, reason="accuracy"),
-]
-
-
-def test_in_auto_mode_batch_invariant_candidates_win_unless_deviation_is_accepted():
-    auto = OptimizeSettings(auto=True)
-    assert choose_candidate(CHOICES, auto, log=lambda _: None) == "int8_static"
-    assert choose_candidate(CHOICES[:2], auto, log=lambda _: None) == "fp32"
-    accepting = OptimizeSettings(auto=True, accept_batch_deviation=True)
-    assert choose_candidate(CHOICES, accepting, log=lambda _: None) == "int8_dynamic"
-
-
-def test_candidates_named_by_the_user_compete_on_speed_alone():
-    assert choose_candidate(CHOICES, OptimizeSettings(), log=lambda _: None) == "int8_dynamic"
 
 
 CNN_SETTINGS = OptimizeSettings(auto=True, latency_repeats=10, distill_epochs=10, serving_max_batch_size=16)

@@ -10,8 +10,8 @@ import pytest
 from optimize import measure
 from optimize.export import export_onnx
 from optimize.gpu import convert_fp16
-from optimize.manifest import Candidate, Measurement, load_verified
-from optimize.pipeline import _judge, choose_candidate, optimize_model
+from optimize.manifest import Candidate, load_verified
+from optimize.pipeline import optimize_model
 from optimize.settings import OptimizeSettings
 
 
@@ -41,31 +41,6 @@ def test_fp16_keeps_top1_within_tolerance_of_fp32(fp32_and_fp16, digits_source):
     assert half.dtype == np.float32
     assert abs(measure.top1_accuracy(full, labels) - measure.top1_accuracy(half, labels)) <= 0.01
     assert np.max(np.abs(full - half)) < 0.05  # fp16 rounding, not a different model
-
-
-def _measurement(accuracy, b1, b32):
-    return Measurement(accuracy=accuracy, latency_ms={1: b1, 32: b32}, size_bytes=100)
-
-
-def test_gpu_target_judges_on_accuracy_only_and_ships_fp16_even_if_slower_on_this_cpu():
-    measured = {"fp32": _measurement(0.97, 1.0, 10.0), "fp16": _measurement(0.97, 3.0, 30.0)}
-    settings = OptimizeSettings(target="gpu")
-    candidates = _judge(measured, settings)
-    assert candidates[1].accepted and "CPU latency is no measure of GPU speed" in candidates[1].reason
-    assert choose_candidate(candidates, settings, print) == "fp16"
-
-
-def test_cpu_target_rejects_fp16_that_is_slower_on_this_cpu():
-    measured = {"fp32": _measurement(0.97, 1.0, 10.0), "fp16": _measurement(0.97, 1.1, 10.5)}
-    fp16 = _judge(measured, OptimizeSettings(candidates=("fp16",)))[1]
-    assert not fp16.accepted and "slower than fp32 on this CPU" in fp16.reason
-
-
-def test_gpu_target_falls_back_to_fp32_when_fp16_loses_accuracy():
-    measured = {"fp32": _measurement(0.97, 1.0, 10.0), "fp16": _measurement(0.90, 0.5, 5.0)}
-    settings = OptimizeSettings(target="gpu")
-    candidates = _judge(measured, settings)
-    assert not candidates[1].accepted and choose_candidate(candidates, settings, print) == "fp32"
 
 
 def test_auto_on_cpu_never_builds_fp16_and_gpu_target_defaults_to_it():

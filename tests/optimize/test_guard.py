@@ -62,19 +62,3 @@ def test_an_impossible_tolerance_yields_no_plan(plans_tried, tmp_path):
     result = run(Tolerance(1.01, 1.01), tmp_path)
     assert result.plan is None
     assert result.tried == 1 + len(NODES) + 2 * len(NODES)
-
-
-def test_embedding_candidates_are_judged_on_cosine_then_speed():
-    from optimize.embedding import _judge
-    from optimize.manifest import Measurement
-
-    def measured(mean, worst, ms):
-        return Measurement(accuracy=mean, worst=worst, latency_ms={1: ms, 32: ms * 20}, size_bytes=1)
-
-    verdicts = {c.name: c for c in _judge({
-        "fp32": measured(1.0, 1.0, 2.0), "close_fast": measured(0.995, 0.99, 1.0),
-        "far": measured(0.96, 0.93, 1.0), "close_slow": measured(0.995, 0.99, 3.0),
-    }, Tolerance(0.99, 0.98))}
-    assert verdicts["close_fast"].accepted
-    assert not verdicts["far"].accepted and "outside tolerance" in verdicts["far"].reason
-    assert not verdicts["close_slow"].accepted and "slower than fp32" in verdicts["close_slow"].reason

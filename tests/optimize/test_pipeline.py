@@ -3,8 +3,7 @@ import onnxruntime as ort
 import pytest
 
 from optimize.export import ParityError, check_parity, torch_outputs
-from optimize.manifest import Measurement, load_verified
-from optimize.pipeline import _judge
+from optimize.manifest import load_verified
 from optimize.settings import OptimizeSettings
 
 
@@ -50,34 +49,6 @@ def test_parity_check_fails_loudly_above_tolerance(digits_source):
     outputs = torch_outputs(digits_source, digits_source.validation_inputs) + 1e-3
     with pytest.raises(ParityError, match="max abs diff .* expected at most"):
         check_parity(digits_source, outputs, tolerance=1e-4)
-
-
-def _measurement(accuracy, b1, b32):
-    return Measurement(accuracy=accuracy, latency_ms={1: b1, 32: b32}, size_bytes=100)
-
-
-@pytest.mark.parametrize(
-    "int8, accepted, reason",
-    [
-        (_measurement(0.95, 0.9, 9.0), True, "within"),
-        (_measurement(0.90, 0.5, 5.0), False, "exceeds tolerance"),
-        (_measurement(0.95, 1.1, 5.0), False, "slower than fp32 on this CPU at batch size 1"),
-    ],
-)
-def test_int8_ships_only_when_accurate_and_not_slower(int8, accepted, reason):
-    fp32 = _measurement(0.955, 1.0, 10.0)
-    verdict = _judge({"fp32": fp32, "int8": int8}, OptimizeSettings(accuracy_tolerance=0.01))[1]
-    assert verdict.accepted is accepted
-    assert reason in verdict.reason
-
-
-@pytest.mark.parametrize("int8_score, accepted", [(0.497, True), (0.49, False)])
-def test_a_relative_tolerance_is_a_fraction_of_the_fp32_score(int8_score, accepted):
-    fp32, int8 = _measurement(0.5, 1.0, 10.0), _measurement(int8_score, 0.9, 9.0)
-    settings = OptimizeSettings(accuracy_tolerance=0.01, accuracy_tolerance_relative=True)  # 1% of 0.5: 0.005
-    verdict = _judge({"fp32": fp32, "int8": int8}, settings, "f1")[1]
-    assert verdict.accepted is accepted
-    assert verdict.reason.startswith("f1 drop") and "1.00% of fp32's 0.5000" in verdict.reason
 
 
 def negative_log_loss(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -53,8 +53,9 @@ def test_a_pruned_candidate_built_twice_has_the_same_weights(digits_source, tmp_
     import onnx
     from onnx import numpy_helper
 
-    from optimize.candidates import Built, Workspace, pruned
+    from optimize.candidates import Workspace, pruned
     from optimize.export import export_onnx
+    from optimize.kind import Built
     from optimize.settings import OptimizeSettings
 
     export_onnx(digits_source, tmp_path / "fp32.onnx")
