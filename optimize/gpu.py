@@ -8,7 +8,7 @@ never used to choose it; its accuracy against fp32 is measured on the CPU.
 
 torch.export program: the PyTorch module as an ExportedProgram (`.pt2`,
 `torch.export.save`), with a dynamic batch axis. The server runs it on CUDA
-under fp16/bf16 autocast (serve/torch_model.py).
+under fp16/bf16 autocast (serve/runtimes/torch_model.py).
 """
 
 from __future__ import annotations

@@ -64,28 +64,22 @@ def train_classifier(train_x: np.ndarray, train_y: np.ndarray, epochs: int = 30,
 
 def trained_digits_classifier() -> ModelSource:
     """Entry point for `optiserve optimize optimize.demos.digits:trained_digits_classifier`."""
-    train_x, train_y, test_x, test_y = load_split()
-    return ModelSource(
-        name="digits",
-        version="1",
-        module=train_classifier(train_x, train_y),
-        example_input=train_x[:8],
-        validation_inputs=test_x,
-        validation_labels=test_y,
-        train_inputs=train_x,
-        train_labels=train_y,
-    )
+    return _trained_digits("digits", mlp, epochs=30)
 
 
 def trained_digits_cnn() -> ModelSource:
     """The CNN variant, for static quantization and structured pruning of convolutions."""
+    return _trained_digits("digits-cnn", cnn, epochs=15)
+
+
+def _trained_digits(name: str, architecture, epochs: int) -> ModelSource:
     from optimize.train import build
 
     train_x, train_y, test_x, test_y = load_split()
     return ModelSource(
-        name="digits-cnn",
+        name=name,
         version="1",
-        module=train_classifier(train_x, train_y, epochs=15, model=build(cnn)),
+        module=train_classifier(train_x, train_y, epochs=epochs, model=build(architecture)),
         example_input=train_x[:8],
         validation_inputs=test_x,
         validation_labels=test_y,
