@@ -21,14 +21,17 @@ from serve.http.fastapi_routes import model_api
 from serve.http.http_messages import HTTPLimits
 from serve.http.replica_server import ReplicaHTTPServer
 from serve.on_ray.autoscaling import IN_FLIGHT_METRIC
-from serve.on_ray.deployment_options import autoscaling_problem, running_deployment_config
+from serve.on_ray.contract import OPTISERVE_LOGGER
+from serve.on_ray.deployment_options import (
+    autoscaling_problem, running_deployment_config, warn_about_ignored_variables,
+)
 from serve.on_ray.metrics_backend import RayMetrics
 from serve.on_ray.replica_http import keep_alive_timeout_s, listen_beside_ray, log_failure, replica_http_enabled
 from serve.pipeline.inference import InferencePipeline
 from serve.repository import route_prefix
 from serve.settings import RuntimeConfig, ServeSettings
 
-logger = logging.getLogger("ray.serve.optiserve")
+logger = logging.getLogger(OPTISERVE_LOGGER)
 STOP_WAIT_S = 10.0  # longest a stopping replica waits for requests in flight on its own HTTP server
 
 
@@ -38,6 +41,7 @@ class ModelServer:
     """Serves one artifact on Ray Serve: its InferencePipeline behind Ray's HTTP path, or its own server."""
 
     def __init__(self, artifact_dir: str, settings: ServeSettings, versions: "list[str] | None" = None) -> None:
+        warn_about_ignored_variables(dict(os.environ))
         own_http = replica_http_enabled(dict(os.environ))  # HAProxy sends this model's requests to our own server
         problem = autoscaling_problem(running_deployment_config(), own_http)
         if problem:

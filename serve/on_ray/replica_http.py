@@ -15,13 +15,14 @@ import asyncio
 import time
 
 from serve.http.replica_server import ReplicaHTTPServer, failure_logger
+from serve.on_ray.contract import KEEP_ALIVE, RAY_KEEP_ALIVE_DEFAULT
 from serve.on_ray.ingress import POLICY_VARIABLE, AdmissionPolicy, port_offset, ray_port_range
 
 FIND_RAY_PORT_EVERY_S = 0.05  # while the replica starts; psutil reads the node's TCP table each time
 # Ray's uvicorn keep-alive, where set (not 0). A Serve config's http_options.keep_alive_timeout_s does not reach
 # the replica: set this variable on the nodes to change both.
-RAY_KEEP_ALIVE_VARIABLE = "RAY_SERVE_HTTP_KEEP_ALIVE_TIMEOUT_S"
-RAY_KEEP_ALIVE_DEFAULT_S = 90.0  # Ray Serve's http_options.keep_alive_timeout_s default
+RAY_KEEP_ALIVE_VARIABLE = KEEP_ALIVE.name
+RAY_KEEP_ALIVE_DEFAULT_S = float(RAY_KEEP_ALIVE_DEFAULT.value)  # Ray Serve's http_options.keep_alive_timeout_s default
 
 
 def keep_alive_timeout_s(environ: dict[str, str]) -> float:

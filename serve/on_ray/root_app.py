@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import urllib.request
 
@@ -11,22 +12,33 @@ from fastapi import FastAPI, Response
 from ray import serve
 
 from serve.http.fastapi_routes import error_response, json_response, package_version, with_json_errors
+from serve.on_ray.contract import OPTISERVE_LOGGER, ROUTES
 
 
 root_api = with_json_errors(FastAPI(title="optiserve", docs_url=None, redoc_url=None))
+logger = logging.getLogger(OPTISERVE_LOGGER)
+_unread_tables: set[str] = set()  # routes URLs whose table had another shape, warned about once each
 
 
 def routed_apps(routes_url: str) -> set[str]:
     """Applications the HTTP ingress routes to now, from its `/-/routes` table ({prefix: app}).
 
     A Serve application is RUNNING a moment before the ingress has its route: until then, requests for
-    it still reach the root app (503), so readiness waits for the route. Unreachable counts as none.
+    it still reach the root app (503), so readiness waits for the route. Unreachable counts as none; a table
+    of another shape too, with a warning (readiness then waits for ever: serve/on_ray/contract.py).
     """
     try:
         with urllib.request.urlopen(routes_url, timeout=2) as response:
-            return set(json.loads(response.read()).values())
+            table = json.loads(response.read())
     except (OSError, ValueError):  # refused, timed out, 503 while the ingress has no routes, not JSON
         return set()
+    if isinstance(table, dict) and all(isinstance(app, str) for app in table.values()):
+        return set(table.values())
+    if routes_url not in _unread_tables:
+        _unread_tables.add(routes_url)
+        logger.warning("optiserve: readiness cannot read Ray's %s table at %s: expected a JSON object "
+                       "{route prefix: application}, got %.200s", ROUTES.value, routes_url, json.dumps(table))
+    return set()
 
 
 READY_CACHE_S = 1.0

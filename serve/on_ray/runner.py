@@ -9,7 +9,12 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from serve.on_ray import ingress
+from serve.on_ray import contract, ingress
+from serve.on_ray.contract import (
+    CONTROL_LOOP, FALLBACK_GRPC_PORT, FALLBACK_HTTP_PORT, HAPROXY, HAPROXY_BINARY, HAPROXY_METRICS, HAPROXY_RETRY_ON,
+    HAPROXY_THREADS, INIT_ARGUMENTS, METRICS_INTERVAL, PROCESS_NAME, PROXY_DRAIN, REFUSE, REPLICA_DRAIN,
+    REPLICA_MAX_PORT, REPLICA_MIN_PORT, ROUTES, STARTUP_TIMEOUT, USER_CODE_THREAD,
+)
 from serve.repository import RESERVED_NAME, ServedVersion, load_repository
 from serve.settings import ServeSettings
 
@@ -25,20 +30,20 @@ def ray_serve_environment(settings: ServeSettings, apps: tuple[str, ...] = ()) -
     environment = {
         # Run handlers on the replica's main event loop: saves a thread hop per request.
         # Safe because inference runs in the batcher's worker thread, never on the loop.
-        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(settings.drain_period_s),
-        "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S": str(max(settings.drain_period_s, 0.1)),
-        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": str(settings.control_loop_interval_s),
+        USER_CODE_THREAD.name: "0",
+        REPLICA_DRAIN.name: str(settings.drain_period_s),
+        PROXY_DRAIN.name: str(max(settings.drain_period_s, 0.1)),
+        CONTROL_LOOP.name: str(settings.control_loop_interval_s),
     }
     if settings.ingress == "haproxy":
-        environment["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
-        environment["RAY_SERVE_HAPROXY_NBTHREAD"] = str(settings.haproxy_threads)
-        environment["RAY_SERVE_HAPROXY_METRICS_ENABLED"] = "1" if settings.ingress_request_metrics else "0"
-        environment["RAY_SERVE_HAPROXY_RETRY_ON"] = (
+        environment[HAPROXY.name] = "1"
+        environment[HAPROXY_THREADS.name] = str(settings.haproxy_threads)
+        environment[HAPROXY_METRICS.name] = "1" if settings.ingress_request_metrics else "0"
+        environment[HAPROXY_RETRY_ON.name] = (
             "conn-failure empty-response junk-response" if settings.retry_lost_requests else "conn-failure"
         )
         if settings.ingress_admission:
-            environment["RAY_SERVE_HAPROXY_BINARY_PATH"] = ingress.shim_path()
+            environment[HAPROXY_BINARY.name] = ingress.shim_path()
             environment[ingress.POLICY_VARIABLE] = ingress.AdmissionPolicy(
                 replica_maxconn=settings.replica_concurrency,
                 queue_per_replica=settings.ingress_queue_per_replica,
@@ -74,20 +79,15 @@ def start(
     environment = ray_serve_environment(settings, tuple(version.app_name for version in served))
     # only this server's HAProxy can stamp its requests (serve/http/ingress_stamp.py)
     ingress.add_fresh_token(environment)
-    shim = environment.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    shim = environment.get(HAPROXY_BINARY.name)
     if shim is not None and not os.access(shim, os.X_OK):
         raise ValueError(f"ingress admission needs the {ingress.SHIM_COMMAND} command at {shim}: "
                          "reinstall optiserve (pip install -e .), or set OPTISERVE_INGRESS_ADMISSION=false")
+    if REPLICA_MIN_PORT.name not in os.environ:
+        environment.update(own_ports_environment(free_port_block(settings.port)))
+    check_ray_takes_up(environment, {**os.environ, **environment}, ray.__version__)
     os.environ.update(environment)
-    if "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT" not in os.environ:
-        os.environ.update(own_ports_environment(free_port_block(settings.port)))
-    init_with_retry(lambda: ray.init(
-        address="local",  # always our own instance, never a `ray start` cluster that happens to run here
-        _metrics_export_port=settings.metrics_port,
-        include_dashboard=False,
-        log_to_driver=False,
-        _system_config={"metrics_report_interval_ms": settings.metrics_report_interval_ms},
-    ), _stop_failed_ray_node)
+    init_with_retry(lambda: ray.init(**ray_init_arguments(settings)), _stop_failed_ray_node)
     if stop_requested is not None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop_requested.set())
@@ -106,7 +106,34 @@ def start(
     return served
 
 
-RAY_STARTUP_TIMEOUT = "timed out during startup"  # Ray's message when its raylet did not register in time
+def ray_init_arguments(settings: ServeSettings) -> dict:
+    """ray.init's arguments for the embedded server, two of them private (serve/on_ray/contract.py)."""
+    metrics_port, system_config = INIT_ARGUMENTS.value
+    return {
+        "address": "local",  # always our own instance, never a `ray start` cluster that happens to run here
+        metrics_port: settings.metrics_port,
+        "include_dashboard": False,
+        "log_to_driver": False,
+        system_config: {METRICS_INTERVAL.value: settings.metrics_report_interval_ms},
+    }
+
+
+def check_ray_takes_up(environment: dict[str, str], environ: dict[str, str], ray_version: str) -> None:
+    """Refuse to start where Ray, started with `environ`, would ignore a variable of `environment` that a feature
+    needs; say which tuning it ignores. Ray reads them in each process it starts, where a miss would be silent."""
+    refused = []
+    for variable, why in contract.ignored_variables(environment, environ):
+        message = f"Ray {ray_version} ignores {variable.name} ({why}), so {variable.feature} is off"
+        if variable.if_ignored == REFUSE:
+            refused.append(message)
+        else:
+            print(f"optiserve: warning: {message} (serve/on_ray/contract.py)", flush=True)
+    if refused:
+        raise RuntimeError("; ".join(refused) + f". optiserve is checked against Ray {contract.RAY_VERSION} "
+                           "(pyproject.toml pins it; serve/on_ray/contract.py lists what it relies on)")
+
+
+RAY_STARTUP_TIMEOUT = STARTUP_TIMEOUT.value  # Ray's message when its raylet did not register in time
 
 
 def init_with_retry(init: Callable[[], object], clean_up: Callable[[], None]) -> None:
@@ -184,11 +211,11 @@ def own_ports_environment(block: tuple[int, int]) -> dict[str, str]:
     first, end = block
     replica_ports = (end - first - 2) // 2  # the 2 fallback proxy ports at the top; Ray's, then the replicas' own
     return {
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(end - 1),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(end - 2),
+        FALLBACK_HTTP_PORT.name: str(end - 1),
+        FALLBACK_GRPC_PORT.name: str(end - 2),
         # each replica's own server listens just past this range (serve/on_ray/ingress.py, port_offset)
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(first),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(first + replica_ports - 1),
+        REPLICA_MIN_PORT.name: str(first),
+        REPLICA_MAX_PORT.name: str(first + replica_ports - 1),
     }
 
 
@@ -208,7 +235,7 @@ def _routes_url(settings: ServeSettings) -> str:
     """Where this machine reaches its own ingress's route table (a wildcard bind is reached on loopback)."""
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{settings.port}/-/routes"
+    return f"http://{host}:{settings.port}{ROUTES.value}"
 
 
 def _fit_replicas_to_cpus(settings: ServeSettings, replicas: int) -> ServeSettings:
@@ -240,6 +267,9 @@ def _soft_stop_haproxy(grace_s: float) -> None:
     import psutil
 
     ingress = [p for p in psutil.Process().children(recursive=True) if _is_haproxy(p)]
+    if not ingress:
+        print(f"optiserve: warning: found no process named {PROCESS_NAME.value!r} among this server's: requests "
+              "in flight at the ingress are not given time to finish (serve/on_ray/contract.py)", flush=True)
     for process in ingress:
         process.send_signal(signal.SIGUSR1)
     gone, alive = psutil.wait_procs(ingress, timeout=grace_s)
@@ -249,7 +279,7 @@ def _soft_stop_haproxy(grace_s: float) -> None:
 
 def _is_haproxy(process) -> bool:
     try:
-        return process.name() == "haproxy"
+        return process.name() == PROCESS_NAME.value
     except Exception:  # psutil.Error: the process went away or is not ours to inspect
         return False
 

@@ -262,7 +262,7 @@ def test_the_port_stays_closed_until_every_named_app_has_a_replica_then_stays_op
     rewrite_in_place(source, waiting)
     assert _frontend_disabled(tmp_path)  # minilm has no replica yet
 
-    with_minilm = RAY_CONFIG.replace("backend http-optiserve", "backend http-minilm\n"
+    with_minilm = RAY_CONFIG.replace("\nbackend http-optiserve", "\nbackend http-minilm\n"
                                      "    server SERVE_REPLICA_minilm-x 127.0.0.1:30009 check\nbackend http-optiserve")
     source.write_text(with_minilm.format(dir=tmp_path, port=8000))
     rewrite_in_place(source, waiting)

@@ -86,3 +86,31 @@ def test_other_startup_failures_and_a_second_timeout_are_raised():
     with pytest.raises(Exception, match="timed out during startup"):
         init_with_retry(twice.init, twice.clean_up)
     assert twice.calls == 2
+
+
+def test_a_variable_ray_ignores_refuses_the_start_where_a_feature_needs_it():
+    """Ray sees an environment without the variable: as a Ray that no longer reads it would."""
+    from serve.on_ray.contract import HAPROXY_BINARY
+
+    with pytest.raises(RuntimeError, match=f"Ray 9.9 ignores {HAPROXY_BINARY.name}") as refused:
+        runner.check_ray_takes_up({HAPROXY_BINARY.name: "/venv/bin/optiserve-haproxy"}, {}, "9.9")
+    assert "ingress_admission" in str(refused.value) and "serve/on_ray/contract.py" in str(refused.value)
+
+
+def test_a_tuning_variable_ray_ignores_is_warned_about(capsys):
+    from serve.on_ray.contract import HAPROXY_THREADS
+
+    runner.check_ray_takes_up({HAPROXY_THREADS.name: "1"}, {}, "9.9")
+    assert f"warning: Ray 9.9 ignores {HAPROXY_THREADS.name}" in capsys.readouterr().out
+
+
+def test_variables_ray_takes_up_pass_in_silence(capsys):
+    environment = ray_serve_environment(ServeSettings(), ("digits",))
+    runner.check_ray_takes_up(environment, environment, "2.60.0")
+    assert capsys.readouterr().out == ""
+
+
+def test_a_soft_stop_that_finds_no_haproxy_says_so(capsys, monkeypatch):
+    monkeypatch.setattr(runner, "_is_haproxy", lambda process: False)  # as if HAProxy were named otherwise
+    runner._soft_stop_haproxy(grace_s=0.1)
+    assert "found no process named 'haproxy'" in capsys.readouterr().out
