@@ -7,10 +7,12 @@ HAProxy configuration text, environment variables read by `ray.serve._private.co
 private attributes). All of it is listed here, and the modules that rely on an entry read its names and values
 from it, so the list cannot drift from the code. tests/serve/on_ray/test_ray_contract.py checks every entry
 against the installed Ray in seconds, without a cluster: a Ray bump that moves one fails there, naming it and
-its feature. At run time, what can still move without a sound is checked where it is used: the runner refuses
-to start (or warns) where Ray would ignore a variable it sets (`ignored_variables`), the HAProxy shim refuses a
-configuration without the sections it edits (serve/on_ray/haproxy_config.py), a replica warns where the
-autoscaling guard cannot read its deployment's options.
+its feature. At run time, what could still move without a sound is checked where it is used: the runner
+refuses to start (or warns) where Ray would ignore a variable it sets (`ignored_variables`), and a replica warns
+for one set on its node; the HAProxy shim refuses a configuration without the parts it edits
+(serve/on_ray/haproxy_config.py); a replica warns where the autoscaling guard cannot read its deployment's
+options, the autoscaling policy where the replicas' own count never arrives, readiness where Ray's routes
+table has another shape.
 
 Imports nothing but the standard library (Ray only inside `constants_under`): the HAProxy shim
 (serve/on_ray/ingress.py) reads it before HAProxy starts.
@@ -114,7 +116,7 @@ PORTS = (
         "replica_http: each replica serves HTTP on a port of its own, in its own process, beside which it listens"),
     RAY_KEEP_ALIVE_DEFAULT := Assumption(
         "DEFAULT_UVICORN_KEEP_ALIVE_TIMEOUT_S", 90,
-        "the replica's own server closes idle connections when Ray's would (RAY_SERVE_HTTP_KEEP_ALIVE_TIMEOUT_S unset)"),
+        "the replica's own server closes idle connections when Ray's would (with KEEP_ALIVE unset)"),
 )
 
 # --- the HAProxy configuration Ray generates (ray.serve._private.haproxy_templates), as the rewrite reads it -----
@@ -125,7 +127,8 @@ HAPROXY_CONFIG = (
         "section headers", ("global", "defaults", "frontend", "backend", "listen"),
         f"{_REWRITE} tells which section a line belongs to by these keywords at the start of a line"),
     DEFAULTS := Assumption("defaults", "defaults", "JSON error pages instead of Ray's plain-text 500"),
-    RAY_ERROR_PAGES := Assumption("errorfile", "errorfile ", "JSON error pages: Ray's own lines in defaults are dropped"),
+    RAY_ERROR_PAGES := Assumption("errorfile", "errorfile ",
+                                  "JSON error pages: Ray's own errorfile lines in defaults are dropped"),
     HTTP_FRONTEND := Assumption(
         "frontend http_frontend", "http_frontend",
         "ingress stamps and token (deadlines from the ingress), closed port at start-up, quiet_requests"),

@@ -4,7 +4,8 @@ Each model version is its own Serve application at route prefix `/v2/models/{nam
 model's replica in one hop and each model gets its own replicas, batcher and cache. The root app at `/`
 (serve/on_ray/root_app.py) answers the server-wide routes (health, server metadata) and 404s for unknown models.
 
-The adapter builds the pipeline with Ray's metrics backend, checks the deployment's options, starts the
+The adapter builds the pipeline with Ray's metrics backend, checks the deployment's options (and warns where
+Ray ignores a variable of serve/on_ray/contract.py set on the node), starts the
 replica's own HTTP server beside Ray's where the ingress sends traffic there, and forwards Ray Serve's
 lifecycle hooks (`reconfigure`, `check_health`, `record_autoscaling_stats`, `__del__`,
 `__serve_build_asgi_app__`).

@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -84,6 +85,20 @@ def test_what_the_embedded_server_sets_is_all_in_the_contract_and_taken_up_by_ra
     assert not unlisted, f"serve/on_ray/runner.py sets {sorted(unlisted)}: list them in serve/on_ray/contract.py"
     ignored = contract.ignored_variables(environment, {**_without_ray_serve_variables(), **environment})
     assert not ignored, "; ".join(_moved(variable, why) for variable, why in ignored)
+
+
+def test_the_deploy_manifests_set_only_variables_the_contract_lists():
+    found = {name for path in (SERVE.parent / "deploy").rglob("*.y*ml")
+             for name in re.findall(r"\bRAY_SERVE_[A-Z0-9_]+", path.read_text())}
+    unlisted = found - {variable.name for variable in ENVIRONMENT}
+    assert found and not unlisted, f"deploy/ sets {sorted(unlisted)}: list them in serve/on_ray/contract.py"
+
+
+def test_the_contract_names_the_ray_that_pyproject_pins():
+    """Bumping the pin: make this file pass against the new Ray, then write its version in the contract."""
+    pinned = re.search(r'"ray\[serve\]==([^"]+)"', (SERVE.parent / "pyproject.toml").read_text()).group(1)
+    assert pinned == contract.RAY_VERSION, f"pyproject.toml pins Ray {pinned}, the contract was checked against " \
+                                           f"{contract.RAY_VERSION}"
 
 
 def test_the_contract_lists_each_variable_once():
@@ -295,6 +310,11 @@ def _process_by_config(directory: Path) -> None:
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "-db", "-f",
                                 api.config_file_path])
     try:
+        # Popen may return before the child has exec'd (its cmdline is empty until then): wait for that, with a
+        # bound far above any exec time, so that the check reads the stand-in's own arguments
+        deadline = time.monotonic() + 10
+        while b"-db" not in Path(f"/proc/{process.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert api._is_our_haproxy(process.pid), "Ray no longer recognises its HAProxy by its arguments"
     finally:
         process.kill()
