@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# OptimizeSettings fields with a flag of their own (the flag is the field's name with dashes); the rest are
+# OPTISERVE_OPTIMIZE_* environment variables only.
+SETTINGS_FLAGS = {name: f"--{name.replace('_', '-')}" for name in (
+    "auto", "candidates", "accept_batch_deviation", "calibration_method", "latency_repeats", "target", "gpu_runtime",
+)}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -43,9 +49,7 @@ def main(args: argparse.Namespace) -> int:
     from optimize.pipeline import optimize_model
     from optimize.settings import OptimizeSettings
 
-    flags = ("auto", "candidates", "accept_batch_deviation", "calibration_method", "latency_repeats", "target",
-             "gpu_runtime")
-    overrides = {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in SETTINGS_FLAGS if getattr(args, name) is not None}
     try:
         settings = OptimizeSettings(**overrides)
     except ValueError as error:

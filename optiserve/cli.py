@@ -22,6 +22,11 @@ def _parser() -> argparse.ArgumentParser:
         "ray-env", help="print the environment a Ray node needs for optiserve (eval before `ray start`)"
     )
     ray_env.set_defaults(run=_print_ray_env)
+    for reference in ("settings", "metrics"):
+        command = commands.add_parser(reference, help=f"print the {reference} reference (docs/reference/{reference}.md)")
+        command.add_argument("--markdown", action="store_true", required=True,
+                             help="as Markdown (the committed docs/reference file)")
+        command.set_defaults(run=_print_reference, reference=reference)
     demo = commands.add_parser("demo", help="optimize the digits demo model, serve it, query it")
     demo.set_defaults(run=lambda _args: __import__("optiserve.demo", fromlist=["main"]).main())
     return parser
@@ -35,6 +40,13 @@ def _print_ray_env(_args: argparse.Namespace) -> int:
 
     for name, value in ray_serve_environment(ServeSettings()).items():
         print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def _print_reference(args: argparse.Namespace) -> int:
+    from optiserve import reference
+
+    print(reference.settings_markdown() if args.reference == "settings" else reference.metrics_markdown(), end="")
     return 0
 
 

@@ -17,6 +17,7 @@ _FLAGS = {
     "--max-queued-requests": ("max_queued_requests", int), "--max-ongoing-requests": ("max_ongoing_requests", int),
     "--inline-call-us": ("inline_call_us", float), "--ingress-queue-per-replica": ("ingress_queue_per_replica", int),
 }
+SETTINGS_FLAGS = {field: flag for flag, (field, _) in _FLAGS.items()}  # for the settings reference
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

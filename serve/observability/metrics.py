@@ -84,6 +84,10 @@ class ServeMetrics:
             "garbled bytes): served as misses, never as answers.",
         )
 
+    @property
+    def histograms(self) -> tuple["ExportedHistogram", ...]:
+        return tuple(self._histograms)
+
     def _counter(self, name: str, description: str, *extra: str):
         """Every metric carries the model and version; `extra` tags are given per observation."""
         return self._backend.counter(name, description, (*self._tags, *extra), self._tags)
@@ -174,6 +178,7 @@ class ExportedHistogram:
         self.local = LocalHistogram(bounds)
         self._extra = extra
         keys = (*tags, *extra)
+        self.name, self.description, self.bounds, self.tag_keys = name, description, tuple(bounds), keys
         self._bucket = backend.gauge(f"{name}_bucket", f"{description} Observations at or under le, cumulative.",
                                      (*keys, "le"), tags)
         self._count = backend.gauge(f"{name}_count", f"{description} Observations.", keys, tags)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from optiserve.local_server import free_port, start_server, stop_server
+from optiserve.reference import metric_names
 from tests.e2e.test_server import infer_body, post_all
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -92,6 +93,11 @@ def test_prometheus_scrapes_the_servers_metrics(server, prometheus):
     _wait_until(scraped_all, 90, "Prometheus never saw the 30 requests")
     targets = json.loads(_get(f"{prometheus}/api/v1/targets"))["data"]["activeTargets"]
     assert any(t["labels"]["job"] == "ray" and t["health"] == "up" for t in targets)
+    scraped = {name for name in json.loads(_get(f"{prometheus}/api/v1/label/__name__/values"))["data"]
+               if name.startswith("ray_optiserve_")}
+    documented = set(metric_names())
+    assert scraped - documented == set(), "scraped but missing from docs/reference/metrics.md"
+    assert {"ray_optiserve_requests_total", "ray_optiserve_request_latency_seconds_bucket"} <= scraped
 
 
 def test_every_dashboard_query_runs_and_the_core_panels_have_data(server, prometheus):
