@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 # OptimizeSettings fields with a flag of their own (the flag is the field's name with dashes); the rest are
@@ -54,6 +56,8 @@ def main(args: argparse.Namespace) -> int:
         settings = OptimizeSettings(**overrides)
     except ValueError as error:
         raise SystemExit(f"optiserve optimize: {error}") from None
+    if "" not in sys.path and os.getcwd() not in sys.path:  # `my_model:source` resolves from where you are
+        sys.path.insert(0, os.getcwd())
     if is_model_file(args.source) and not args.data:
         raise SystemExit(f"optiserve optimize: {args.source} is a model file; expected --data with labelled "
                          "validation data too")

@@ -8,6 +8,7 @@ import pytest
 import tritonclient.http as triton
 
 from optimize.manifest import read_manifest
+from tests.docs.snippets import python_snippet
 
 
 @pytest.fixture(scope="module")
@@ -36,3 +37,11 @@ def test_tritonclient_sees_health_and_metadata(client):
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("digits")
     metadata = client.get_model_metadata("digits")
     assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
+
+
+def test_the_readme_client_snippet_prints_a_digit(server, capsys):
+    snippet = python_snippet("README.md", "tritonclient.http")
+    assert '"127.0.0.1:8000"' in snippet
+    exec(snippet.replace('"127.0.0.1:8000"', repr(urlsplit(server.url).netloc)), {})
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("[") and printed.strip("[]").isdigit(), printed
