@@ -44,22 +44,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on CUDA under fp16/bf16 autocast")
     parser.add_argument("--latency-repeats", type=int, default=None,
                         help="timed runs per candidate and batch size (default: OPTISERVE_OPTIMIZE_LATENCY_REPEATS)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error in the source or its data, not just its one line")
+
+
+# What a mistake in the source, its data or the settings raises while they are loaded and checked: told in one
+# line (exit code 2), the traceback only with --debug. Errors later, in the pipeline itself, are bugs: traceback.
+USER_ERRORS = (ValueError, TypeError, ImportError, AttributeError, OSError)
 
 
 def main(args: argparse.Namespace) -> int:
-    from optimize.dispatch import is_model_file, load_source
     from optimize.pipeline import optimize_model
+
+    try:
+        settings, source = _settings_and_source(args)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        print(f"optiserve optimize: {_one_line(error, args.source)} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+    optimize_model(source, args.out, settings)
+    return 0
+
+
+def _settings_and_source(args: argparse.Namespace):
+    from optimize.dispatch import is_model_file, load_source
     from optimize.settings import OptimizeSettings
 
-    overrides = {name: getattr(args, name) for name in SETTINGS_FLAGS if getattr(args, name) is not None}
-    try:
-        settings = OptimizeSettings(**overrides)
-    except ValueError as error:
-        raise SystemExit(f"optiserve optimize: {error}") from None
+    settings = OptimizeSettings(**{name: getattr(args, name) for name in SETTINGS_FLAGS
+                                   if getattr(args, name) is not None})
     if "" not in sys.path and os.getcwd() not in sys.path:  # `my_model:source` resolves from where you are
         sys.path.insert(0, os.getcwd())
     if is_model_file(args.source) and not args.data:
-        raise SystemExit(f"optiserve optimize: {args.source} is a model file; expected --data with labelled "
-                         "validation data too")
-    optimize_model(load_source(args.source, args.data, args.name), args.out, settings)
-    return 0
+        raise ValueError(f"{args.source} is a model file; expected --data with labelled validation data too")
+    return settings, load_source(args.source, args.data, args.name)
+
+
+def _one_line(error: Exception, source: str) -> str:
+    if isinstance(error, ModuleNotFoundError):
+        return (f"cannot import {error.name!r} for {source!r}: expected a module in the current directory or on "
+                "PYTHONPATH")
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, problem['loc'])) or 'settings'}: {problem['msg']}, got "
+                         f"{problem['input']!r}" for problem in error.errors())
+    text = " ".join(str(error).split())
+    return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"

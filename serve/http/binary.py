@@ -13,6 +13,7 @@ from serve.http.guards import header_integer
 from serve.http.protocol import InferenceRequest, ProtocolError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+EXTENSION = "binary_tensor_data"  # its name in the server metadata's `extensions`, as Triton lists it
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:

@@ -11,6 +11,7 @@ import urllib.request
 from fastapi import FastAPI, Response
 from ray import serve
 
+from serve.http import binary
 from serve.http.fastapi_routes import error_response, json_response, package_version, with_json_errors
 from serve.on_ray.contract import OPTISERVE_LOGGER, ROUTES
 
@@ -67,7 +68,7 @@ class ServerRoot:
 
     @root_api.get("/v2")
     async def server_metadata(self) -> Response:
-        return json_response({"name": "optiserve", "version": package_version(), "extensions": []})
+        return json_response({"name": "optiserve", "version": package_version(), "extensions": [binary.EXTENSION]})
 
     @root_api.api_route("/v2/models/{name}", methods=["GET", "POST"])
     @root_api.api_route("/v2/models/{name}/{rest:path}", methods=["GET", "POST"])

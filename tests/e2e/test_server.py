@@ -79,7 +79,7 @@ def test_health_and_metadata_routes(server):
     assert get(f"{server.url}/v2/health/live") == (200, {"live": True})
     assert get(f"{server.url}/v2/health/ready") == (200, {"ready": True})
     status, meta = get(f"{server.url}/v2")
-    assert status == 200 and meta["name"] == "optiserve" and "extensions" in meta
+    assert status == 200 and meta["name"] == "optiserve" and meta["extensions"] == ["binary_tensor_data"]
     status, model = get(f"{server.url}{MODEL_URL}")
     assert status == 200
     assert model["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]

@@ -35,6 +35,7 @@ def test_tritonclient_gets_the_models_answer(client, digits_artifact, binary):
 
 def test_tritonclient_sees_health_and_metadata(client):
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("digits")
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     metadata = client.get_model_metadata("digits")
     assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
 
