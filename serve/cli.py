@@ -41,7 +41,12 @@ def main(args: argparse.Namespace) -> int:
     try:
         settings = ServeSettings(**overrides)
         serve_until_signalled(args.artifacts, settings)
-    except (ArtifactError, ValidationError, ValueError) as error:
+    except ValidationError as error:  # one line per wrong setting; values are not echoed (one may be a secret)
+        for problem in error.errors():
+            field = ".".join(map(str, problem["loc"])) or "settings"
+            print(f"optiserve serve: {field}: {problem['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
+    except (ArtifactError, ValueError) as error:
         print(f"optiserve serve: {error}", file=sys.stderr)
         return 2
     return 0

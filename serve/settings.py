@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -235,6 +235,15 @@ class ServeSettings(BaseSettings):
                 f"({needed}), got {self.max_ongoing_requests}: Ray Serve would cap how many requests reach a "
                 "replica, so batches could never fill while the previous one computes"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _runtime_config_holds(self) -> "ServeSettings":
+        """RuntimeConfig's own rules, checked here too: at start-up, not when the first model app is built."""
+        try:
+            self.runtime_config
+        except ValidationError as error:
+            raise ValueError("; ".join(problem["msg"].removeprefix("Value error, ") for problem in error.errors()))
         return self
 
     @property

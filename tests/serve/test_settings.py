@@ -38,3 +38,8 @@ def test_the_metrics_port_must_differ_from_the_http_port():
     with pytest.raises(ValidationError, match="metrics_port: expected a port other than the HTTP port, got 9000"):
         ServeSettings(port=9000, metrics_port=9000)
     assert ServeSettings(port=9000, metrics_port=9001).metrics_port == 9001
+
+
+def test_a_queue_smaller_than_a_batch_is_refused_with_the_settings_not_when_a_model_starts():
+    with pytest.raises(ValueError, match=r"max_queue_size must be at least max_batch_size \(32\), got 8"):
+        ServeSettings(max_queue_size=8)
