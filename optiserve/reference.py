@@ -1,7 +1,7 @@
 """References generated from the code, so they cannot drift: every setting and every metric.
 
 `optiserve settings --markdown` prints docs/reference/settings.md and `optiserve metrics --markdown` prints
-docs/reference/metrics.md; tests/test_reference.py fails when a committed file differs from what they print.
+docs/reference/metrics.md; tests/docs/test_reference.py fails when a committed file differs from what they print.
 """
 
 from __future__ import annotations
