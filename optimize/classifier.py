@@ -37,6 +37,9 @@ def score_drop_criterion(settings: OptimizeSettings, metric: str) -> AccuracyPro
             tolerance = f"{allowed:.4f} ({settings.accuracy_tolerance:.2%} of fp32's {baseline.accuracy:.4f})"
         if drop > allowed:
             return f"{metric} drop {drop:.4f} exceeds tolerance {tolerance}", ""
+        if -drop > allowed:  # e.g. an undertrained model fine-tuned after pruning: the compression did not do this
+            return None, (f"{metric} rose {-drop:.4f} above fp32's, beyond the tolerance {tolerance}: fine-tuning, "
+                          "not compression, changed accuracy, so these weights are not the user's")
         return None, f"{metric} drop {drop:.4f} within {tolerance}"
 
     return problem
@@ -45,10 +48,9 @@ def score_drop_criterion(settings: OptimizeSettings, metric: str) -> AccuracyPro
 class Classifier:
     """The classifier kind of optimize.kind.Kind."""
 
-    metric = "top1"
-
     def __init__(self, source: ModelSource, settings: OptimizeSettings, log: Callable[[str], None]) -> None:
         self.source, self.settings, self.log = source, settings, log
+        self.metric = "top1" if source.metric is None else source.metric_name  # what the manifest says it judged
         self.prior_steps = source.prior_steps
         self.accuracy_problem = score_drop_criterion(settings, source.metric_name)
         self._feed = measure.resized_feed(source.input_name, source.validation_inputs)

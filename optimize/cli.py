@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="artifact directory to write")
     parser.add_argument("--auto", action="store_true", default=None,
                         help="build every candidate that applies, time each at batch sizes 1..serving maximum on "
-                             "this machine, ship the fastest within tolerance that is not slower than fp32")
+                             "this machine, ship the fastest within tolerance that is faster than fp32 beyond the "
+                             "measured spread (optimize/speed.py)")
     parser.add_argument("--candidates", nargs="+", default=None,
                         help="candidates to build besides fp32 (default int8_dynamic): int8_dynamic int8_static "
                              "pruned pruned_int8_static sparse distilled torch_int8_static fp16")

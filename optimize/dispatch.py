@@ -72,6 +72,10 @@ def file_source(model_file: Path, data: str, name: str, version: str = "1") -> M
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+        if len(session.get_inputs()) != 1:
+            names = ", ".join(model_input.name for model_input in session.get_inputs())
+            raise ValueError(f"{model_file} has {len(session.get_inputs())} inputs ({names}); expected one: models "
+                             "with several inputs are not supported yet")
         (model_input,), output = session.get_inputs(), session.get_outputs()[0]
         shape = tuple(d if isinstance(d, int) else -1 for d in model_input.shape)
         check_fits(cleaned.inputs, model_input.name, shape, np.dtype(np.float32))

@@ -94,6 +94,13 @@ class Measurement(_Strict):
         None, description="lowest per-example value, for per-example metrics such as cosine to fp32"
     )
     latency_ms: dict[int, float] = Field(description="median latency by batch size")
+    relative_latency: float | None = Field(
+        None, description="latency relative to fp32 timed side by side (geometric mean over batch sizes, median "
+        "block of interleaved runs; below 1 is faster)",
+    )
+    relative_latency_range: tuple[float, float] | None = Field(
+        None, description="the lowest and highest block's relative latency: the measured spread"
+    )
     size_bytes: int
     batch_deviation: float | None = Field(
         None, description="largest abs difference between an output computed alone and inside a batch"
@@ -128,7 +135,8 @@ class Manifest(_Strict):
     outputs: tuple[TensorSpec, ...]
     text_input: TextInput | None = Field(None, description="set when requests send strings to be tokenized")
     tensorrt: TensorRTEngine | None = Field(None, description="a TensorRT engine built from model_file, if any")
-    metric: str = Field(description="name of the accuracy metric: top1, or cosine_to_fp32 for embeddings")
+    metric: str = Field(description="name of the accuracy metric: top1, the source's own metric, or cosine_to_fp32 "
+                        "for embeddings")
     steps: tuple[Step, ...]
     before: Measurement
     after: Measurement

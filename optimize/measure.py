@@ -32,29 +32,47 @@ def interleaved_latency_ms(
     sessions: dict[str, ort.InferenceSession], feed: Callable[[int], Feed], batch_sizes: tuple[int, ...],
     repeats: int,
 ) -> dict[str, dict[int, float]]:
-    """Median latency per session and batch size, timing the sessions in turn (A B A B ...).
+    """Median latency per session and batch size, timing the sessions in turn (A B A B ...)."""
+    samples = interleaved_samples(sessions, feed, batch_sizes, repeats)
+    return {name: {b: round(statistics.median(times), 5) for b, times in by_batch.items() if times}
+            for name, by_batch in samples.items()}
+
+
+def interleaved_samples(
+    sessions: dict[str, ort.InferenceSession], feed: Callable[[int], Feed], batch_sizes: tuple[int, ...],
+    repeats: int, stop_early: Callable[[dict[str, dict[int, list[float]]]], set[str]] | None = None,
+    first_block: int = 0,
+) -> dict[str, dict[int, list[float]]]:
+    """Each session's latencies (ms) per batch size, one sample per round; in each round the sessions run in
+    turn (A B A B ...), so the i-th samples of two sessions were taken side by side.
 
     `feed(batch_size)` builds the model inputs for one batch. Interleaving
     spreads the noise of a shared machine over every variant instead of
-    letting one variant absorb a slow spell.
+    letting one variant absorb a slow spell, and each round starts with the
+    next session, so none always runs right after the same one (a session
+    whose threads linger would otherwise slow its successor every time).
+    At the start of each batch size and after its first `first_block` rounds,
+    the sessions `stop_early(samples)` names are timed no further.
     """
     from tqdm.auto import tqdm
 
     samples: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batch_sizes} for name in sessions}
+    timing = dict(sessions)
     for batch_size in tqdm(batch_sizes, desc="timing candidates", unit="batch size", leave=False):
         batch = feed(batch_size)
-        for session in sessions.values():
+        for session in timing.values():
             for _ in range(3):  # warm-up (TorchScript's profiling executor optimizes on its second call)
                 session.run(None, batch)
-        for _ in range(repeats):
-            for name, session in sessions.items():
+        for round_ in range(repeats):
+            if stop_early is not None and round_ in (0, first_block):  # on what earlier batch sizes showed, too
+                for name in stop_early(samples):
+                    timing.pop(name, None)
+            names = list(timing)  # each round starts one further along: no model always follows the same one
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
                 start = time.perf_counter()
-                session.run(None, batch)
+                timing[name].run(None, batch)
                 samples[name][batch_size].append((time.perf_counter() - start) * 1e3)
-    return {
-        name: {b: round(statistics.median(times), 5) for b, times in by_batch.items()}
-        for name, by_batch in samples.items()
-    }
+    return samples
 
 
 def resized_feed(input_name: str, inputs: np.ndarray) -> Callable[[int], Feed]:

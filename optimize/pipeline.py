@@ -3,7 +3,8 @@
 fp32 is the baseline. Each candidate is timed side by side with it at every
 batch size (interleaved), scored on held-out data and checked for batch
 invariance. A candidate ships only if it holds the kind's accuracy criterion
-and, for a CPU target, is not slower than fp32 at any batch size measured;
+and, for a CPU target, is faster than fp32 beyond the measured spread and
+slower at no batch size (optimize/speed.py);
 among those the fastest wins, preferring batch-invariant ones
 (optimize/selection.py). What differs between classifiers and text-embedding
 models (scoring, candidates, files beside the model) is the kind's
@@ -13,17 +14,19 @@ models (scoring, candidates, files beside the model) is the kind's
 from __future__ import annotations
 
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-from optimize import measure
+from optimize import measure, speed
 from optimize.artifact import Shipped, write_artifact
 from optimize.dispatch import kind_for
 from optimize.kind import Built, Kind
 from optimize.manifest import Manifest, Measurement, Step
 from optimize.selection import choose_candidate, describe_candidate, judge
 from optimize.settings import OptimizeSettings
+from optimize.speed import Speed
 
 
 def optimize_model(source, out_dir: Path, settings: OptimizeSettings, log: Callable[[str], None] = print) -> Manifest:
@@ -39,9 +42,9 @@ def optimize_model(source, out_dir: Path, settings: OptimizeSettings, log: Calla
         fp32 = kind.export_fp32(work)
         built = {"fp32": fp32, **kind.build_candidates(fp32, work)}
         sessions = {name: kind.open(b.path) for name, b in built.items()}
-        measurements = _measure(kind, sessions, built, settings, log)
+        measurements, speeds = _measure(kind, sessions, built, settings, log)
         candidates = [c.model_copy(update={"steps": tuple(built[c.name].steps)})
-                      for c in judge(measurements, kind.accuracy_problem, settings)]
+                      for c in judge(measurements, kind.accuracy_problem, settings, speeds)]
         for candidate in candidates:
             log(describe_candidate(candidate))
         chosen = choose_candidate(candidates, settings, log)
@@ -54,18 +57,36 @@ def optimize_model(source, out_dir: Path, settings: OptimizeSettings, log: Calla
 
 
 def _measure(kind: Kind, sessions: dict, built: dict[str, Built], settings: OptimizeSettings,
-             log: Callable[[str], None]) -> dict[str, Measurement]:
-    sizes = settings.batch_sizes
-    log(f"timing {', '.join(sessions)} at batch sizes {sizes}, interleaved, {settings.latency_repeats} repeats each")
-    latencies = measure.interleaved_latency_ms(sessions, kind.feed, sizes, settings.latency_repeats)
+             log: Callable[[str], None]) -> tuple[dict[str, Measurement], dict[str, Speed]]:
+    sizes, repeats = settings.batch_sizes, settings.latency_repeats
+    log(f"timing {', '.join(sessions)} at batch sizes {sizes}, interleaved, {repeats} repeats each")
+    stopped: dict[str, str] = {}
+
+    def stop_clearly_slower(samples: speed.Samples) -> set[str]:
+        if settings.target != "cpu":  # a GPU target's CPU latency ranks nothing: time it all for the report
+            return set()
+        found = speed.clearly_slower(samples, "fp32", settings.clearly_slower)
+        for name, seen in found.items():
+            if name not in stopped:
+                log(f"{name}: {seen}; clearly slower, timed no further")
+        stopped.update(found)
+        return set(found)
+
+    samples = measure.interleaved_samples(sessions, kind.feed, sizes, repeats, stop_clearly_slower,
+                                          first_block=max(10, repeats // settings.timing_blocks))
+    speeds = speed.compare(samples, "fp32", settings.timing_blocks, settings.min_speedup, stopped)
     measurements = {}
     for name, session in sessions.items():
         accuracy, worst = kind.score(session)
+        relative = speeds.get(name)
         measurements[name] = Measurement(
-            accuracy=accuracy, worst=worst, latency_ms=latencies[name], size_bytes=built[name].path.stat().st_size,
+            accuracy=accuracy, worst=worst, size_bytes=built[name].path.stat().st_size,
+            latency_ms={b: round(statistics.median(times), 5) for b, times in samples[name].items() if times},
+            relative_latency=round(relative.relative, 4) if relative else 1.0,
+            relative_latency_range=(round(relative.low, 4), round(relative.high, 4)) if relative else (1.0, 1.0),
             batch_deviation=kind.batch_deviation(session),
         )
-    return measurements
+    return measurements, speeds
 
 
 def _ship(kind: Kind, built: Built, settings: OptimizeSettings, out_dir: Path) -> tuple[str, list[Step]]:

@@ -62,11 +62,14 @@ def _markdown(manifest: Manifest, data: dict) -> str:
     for candidate in manifest.candidates:
         m = candidate.measurement
         worst = "" if m.worst is None else f"{m.worst:.4f}"
-        timings = " | ".join(f"{m.latency_ms.get(b, float('nan')):.3f}" for b in sizes)
+        timings = " | ".join(f"{m.latency_ms[b]:.3f}" if b in m.latency_ms else "not timed" for b in sizes)
         verdict = ("accepted" if candidate.accepted else "rejected") + f": {candidate.reason}"
         lines.append(f"| {candidate.name} | {m.accuracy:.4f} | {worst} | {timings} | "
                      f"{m.size_bytes / 1e6:.2f} | {verdict} |")
-    lines += ["", "Plots: latency.png (latency against batch size), accuracy_size.png (score against size).", ""]
+    lines += ["", "Latencies are medians of runs interleaved with fp32's. A candidate ships only if it is faster "
+              "than fp32 beyond the measured spread (optimize/speed.py; docs/optimizing.md) and slower at no batch "
+              "size; a clearly slower one is timed no further.",
+              "", "Plots: latency.png (latency against batch size), accuracy_size.png (score against size).", ""]
     return "\n".join(lines)
 
 

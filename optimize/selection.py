@@ -11,38 +11,50 @@ from typing import Callable
 import numpy as np
 
 from optimize.manifest import Candidate, Measurement
-from optimize.settings import OptimizeSettings
+from optimize.settings import NO_SPEEDUP_CANDIDATES, OptimizeSettings
+from optimize.speed import Speed
 
 # accuracy_problem(measured, baseline) -> (what is wrong, or None; what held)
 AccuracyProblem = Callable[[Measurement, Measurement], tuple[str | None, str]]
 
 
 def judge(measurements: dict[str, Measurement], accuracy_problem: AccuracyProblem,
-          settings: OptimizeSettings) -> list[Candidate]:
-    """Every candidate against fp32: rejected if `accuracy_problem` names a problem, or if it is slower
-    at any batch size measured.
+          settings: OptimizeSettings, speeds: dict[str, Speed] | None = None) -> list[Candidate]:
+    """Every candidate against fp32: rejected if `accuracy_problem` names a problem; for a CPU target also
+    unless `speeds` shows it faster beyond the measured spread and slower at no batch size (optimize/speed.py).
 
     For a GPU target latency plays no part: it was measured on this CPU, where
     fp16 runs through casts, and says nothing about the GPU.
     """
-    compare_latency = settings.target == "cpu"
     baseline = measurements["fp32"]
     candidates = [Candidate(name="fp32", measurement=baseline, accepted=True, reason="baseline")]
     for name, measured in measurements.items():
         if name == "fp32":
             continue
         problem, held = accuracy_problem(measured, baseline)
-        slower = [b for b, ms in measured.latency_ms.items() if ms > baseline.latency_ms[b]] if compare_latency else []
         if problem:
             verdict = (False, problem)
-        elif slower:
-            verdict = (False, f"{held}, but slower than fp32 on this CPU at batch size {', '.join(map(str, slower))}")
-        elif not compare_latency:
+        elif settings.target != "cpu":
             verdict = (True, f"{held}; GPU target: judged on accuracy, CPU latency is no measure of GPU speed")
         else:
-            verdict = (True, f"{held}, not slower than fp32")
+            verdict = _speed_verdict(name, held, speeds[name], settings)
         candidates.append(Candidate(name=name, measurement=measured, accepted=verdict[0], reason=verdict[1]))
     return candidates
+
+
+def _speed_verdict(name: str, held: str, speed: Speed, settings: OptimizeSettings) -> tuple[bool, str]:
+    if speed.stopped:
+        return False, f"{held}, but clearly slower than fp32 on this CPU: {speed.stopped}"
+    if name in NO_SPEEDUP_CANDIDATES:
+        return False, (f"{held}, but unstructured zeros run at full cost on a dense runtime ({speed.describe()}): "
+                       "its gain is a smaller compressed file only")
+    if speed.slower_at:
+        return False, (f"{held}, but slower than fp32 on this CPU at batch size "
+                       f"{', '.join(map(str, speed.slower_at))} in every block of runs")
+    if not speed.faster:
+        return False, (f"{held}, but not faster than fp32 beyond the measured spread: {speed.describe()}; "
+                       f"needs at most {1 - settings.min_speedup:.2f}x and below 1x in every block")
+    return True, f"{held}, faster than fp32: {speed.describe()}"
 
 
 def choose_candidate(candidates: list[Candidate], settings: OptimizeSettings, log: Callable[[str], None]) -> str:
@@ -63,6 +75,8 @@ def choose_candidate(candidates: list[Candidate], settings: OptimizeSettings, lo
     baseline = candidates[0].measurement.latency_ms
 
     def relative_latency(candidate: Candidate) -> float:
+        if candidate.measurement.relative_latency is not None:
+            return candidate.measurement.relative_latency
         return float(np.exp(np.mean([np.log(candidate.measurement.latency_ms[b] / baseline[b]) for b in baseline])))
 
     fastest = min(accepted, key=relative_latency)

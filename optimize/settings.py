@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 CANDIDATES = (
     "int8_dynamic", "int8_static", "pruned", "pruned_int8_static", "sparse", "distilled", "torch_int8_static", "fp16",
 )
+# Variants whose speed on a dense runtime is fp32's by construction (unstructured zeros run at full cost): they
+# never ship on speed; their gain is a smaller compressed file only.
+NO_SPEEDUP_CANDIDATES = ("sparse",)
 # Variants made for GPUs: never built in CPU auto mode (their CPU latency says nothing about GPU speed).
 GPU_CANDIDATES = ("fp16",)
 # Variants whose kernels are CPU kernels (onnxruntime int8, PyTorch fbgemm/qnnpack): not for GPU targets.
@@ -42,6 +45,19 @@ class OptimizeSettings(BaseSettings):
     latency_repeats: int = Field(
         200, ge=10, description="timed runs per model and batch size (medians are reported)"
     )
+    min_speedup: float = Field(
+        0.05, ge=0, lt=1, description="CPU target: a candidate counts as faster than fp32 only if its latency "
+        "relative to fp32 (geometric mean over batch sizes) is at most 1 - min_speedup in the median block of "
+        "interleaved runs and below 1 in every block; level candidates do not ship",
+    )
+    timing_blocks: int = Field(
+        5, ge=2, le=50, description="blocks the interleaved runs at each batch size are cut into, to see the spread "
+        "of a candidate's latency relative to fp32 (slower: above 1 in every block)",
+    )
+    clearly_slower: float = Field(
+        1.5, gt=1, description="CPU target: a candidate whose median latency is more than this multiple of fp32's "
+        "after the first block of runs at any batch size is rejected and timed no further",
+    )
     int8_candidates: bool = Field(
         True, description="embedding models: build and measure int8 candidates (off: ship fp32 at once)"
     )
@@ -51,7 +67,7 @@ class OptimizeSettings(BaseSettings):
     )
     auto: bool = Field(
         False, description="build every candidate that applies, time each at batch sizes 1..serving_max_batch_size, "
-        "ship the fastest within tolerance that is not slower than fp32",
+        "ship the fastest within tolerance that is faster than fp32 beyond the measured spread (min_speedup)",
     )
     target: Literal["cpu", "gpu"] = Field(
         "cpu", description="device the artifact is for: cpu (candidates timed on this CPU) or gpu (fp16 judged on "

@@ -73,18 +73,25 @@ def test_auto_mode_builds_and_measures_every_candidate_at_every_batch_size(cnn_a
     # GPU-target variants (fp16) are never built for a CPU target: their CPU latency says nothing about GPUs
     assert [c.name for c in manifest.candidates] == ["fp32", *(c for c in CANDIDATES if c not in GPU_CANDIDATES)]
     for candidate in manifest.candidates:
-        assert sorted(candidate.measurement.latency_ms) == [1, 2, 4, 8, 16]
+        timed = sorted(candidate.measurement.latency_ms)
+        if "clearly slower" in candidate.reason:  # timed no further once clearly slower: a first stretch only
+            assert timed and timed == [1, 2, 4, 8, 16][:len(timed)] and not candidate.accepted, candidate.name
+        else:
+            assert timed == [1, 2, 4, 8, 16], candidate.name
     # a sanity check with a wide margin: a working classifier, not chance (0.1); ~0.98 on AMD EPYC with and without VNNI
     assert manifest.before.accuracy > 0.9
 
 
-def test_the_shipped_cnn_candidate_is_accepted_within_tolerance_and_not_slower(cnn_artifact):
+def test_the_shipped_cnn_candidate_is_accepted_within_tolerance_and_faster_beyond_the_spread(cnn_artifact):
     """Which candidate wins depends on this CPU's kernels and timings; that the winner keeps its promises does not."""
     manifest, _ = load_verified(cnn_artifact)
     shipped = shipped_candidate(manifest)
     assert shipped.accepted
     assert manifest.before.accuracy - manifest.after.accuracy <= CNN_SETTINGS.accuracy_tolerance
-    assert all(manifest.after.latency_ms[b] <= ms for b, ms in manifest.before.latency_ms.items())
+    if shipped.name != "fp32":
+        assert manifest.after.relative_latency <= 1 - CNN_SETTINGS.min_speedup
+        assert manifest.after.relative_latency_range[1] < 1
+        assert "faster than fp32" in shipped.reason
     assert tuple(manifest.steps) == tuple(shipped.steps)  # the artifact is the shipped candidate's model
 
 
@@ -98,10 +105,17 @@ def test_every_cnn_verdict_follows_from_its_measured_drop_and_the_tolerance(cnn_
             assert not candidate.accepted
             assert candidate.reason == f"top-1 drop {drop:.4f} exceeds tolerance {tolerance}", candidate.name
             continue
-        assert candidate.reason.startswith(f"top-1 drop {drop:.4f} within {tolerance}"), candidate.name
-        slower = any(ms > fp32.latency_ms[b] for b, ms in candidate.measurement.latency_ms.items())
-        assert candidate.accepted is not slower, candidate.name
-        assert ("but slower than fp32" in candidate.reason) is slower, candidate.name
+        held = (f"top-1 rose {-drop:.4f} above fp32's, beyond the tolerance {tolerance}: fine-tuning, not "
+                "compression" if -drop > tolerance else f"top-1 drop {drop:.4f} within {tolerance}")
+        assert candidate.reason.startswith(held), (candidate.name, candidate.reason)
+        measured = candidate.measurement
+        faster = (candidate.name != "sparse" and measured.relative_latency <= 1 - CNN_SETTINGS.min_speedup
+                  and measured.relative_latency_range[1] < 1)
+        if candidate.accepted:  # accepted only when faster beyond the spread; rejected for a reason it names
+            assert faster and "faster than fp32" in candidate.reason, candidate.name
+        else:
+            assert any(why in candidate.reason for why in ("slower than fp32", "not faster than fp32",
+                                                           "unstructured zeros")), candidate.reason
 
 
 def test_fixed_scales_are_batch_invariant_and_structured_pruning_shrinks_the_cnn(cnn_artifact):

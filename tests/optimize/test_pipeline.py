@@ -69,6 +69,7 @@ def test_a_user_metric_judges_the_candidates_and_is_recorded(digits_source, tmp_
     logits = session.run(None, {"input": digits_source.validation_inputs})[0]
     assert manifest.after.accuracy == pytest.approx(negative_log_loss(logits, digits_source.validation_labels))
     assert manifest.before.accuracy < 0  # a log likelihood, not a top-1 fraction
+    assert manifest.metric == "negative_log_loss"
     assert all(c.reason.startswith("negative_log_loss drop") for c in manifest.candidates if c.name != "fp32")
 
 
