@@ -59,7 +59,8 @@ def write_artifact(out_dir: Path, source, metric: str, shipped: Shipped, candida
         name=source.name, version=source.version, sha256=sha256_of(out_dir / shipped.model_file),
         runtime=RUNTIMES[Path(shipped.model_file).suffix], model_file=shipped.model_file, target=settings.target,
         tensorrt=extras.tensorrt, text_input=extras.text_input,
-        inputs=tensor_specs(shipped.session.get_inputs()), outputs=tensor_specs(shipped.session.get_outputs()),
+        inputs=tensor_specs(shipped.session.get_inputs(), _id_ranges(out_dir / shipped.model_file)),
+        outputs=tensor_specs(shipped.session.get_outputs()),
         metric=metric, steps=shipped.steps, before=measurements["fp32"], after=measurements[shipped.name],
         candidates=tuple(candidates), batch_deviation=measurements[shipped.name].batch_deviation,
         machine=measure.cpu_name(), tool_versions=tool_versions(),
@@ -73,16 +74,28 @@ def write_artifact(out_dir: Path, source, metric: str, shipped: Shipped, candida
     return manifest
 
 
-def tensor_specs(nodes) -> tuple[TensorSpec, ...]:
-    """The V2 tensor specs of onnxruntime NodeArgs (or objects with the same name, type and shape)."""
+def tensor_specs(nodes, id_ranges: dict[str, tuple[int, int]] | None = None) -> tuple[TensorSpec, ...]:
+    """The V2 tensor specs of onnxruntime NodeArgs (or objects with the same name, type and shape); a dynamic
+    axis keeps the model's name for it, and an id input its valid range."""
     return tuple(
         TensorSpec(
             name=node.name,
             datatype=ORT_DATATYPES[node.type],
             shape=tuple(d if isinstance(d, int) else -1 for d in node.shape),
+            dim_names=tuple(d if isinstance(d, str) and d else None for d in node.shape)
+            if any(isinstance(d, str) and d for d in node.shape) else None,
+            value_range=(id_ranges or {}).get(node.name),
         )
         for node in nodes
     )
+
+
+def _id_ranges(model_file: Path) -> dict[str, tuple[int, int]]:
+    if model_file.suffix != ".onnx":
+        return {}
+    from optimize.graph_facts import id_ranges
+
+    return id_ranges(model_file)
 
 
 def tool_versions() -> dict[str, str]:

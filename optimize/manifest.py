@@ -39,6 +39,14 @@ class TensorSpec(_Strict):
     name: str
     datatype: Datatype
     shape: tuple[int, ...] = Field(description="-1 marks a dynamic axis")
+    dim_names: tuple[str | None, ...] | None = Field(
+        None, description="the model's name for each dynamic axis (None for a fixed one): inputs whose axes share a "
+        "name must agree in size, which the server checks before running the model",
+    )
+    value_range: tuple[int, int] | None = Field(
+        None, description="integer inputs that index a table (token ids into an embedding): the smallest and "
+        "largest valid value; the server refuses others with 400",
+    )
 
 
 class TextInput(_Strict):
