@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from optimize.export import EXPORTERS, OPSET, export_checked
+from optimize.feeds import resize_rows, row_count, take_rows
 from optimize.kind import Built
 from optimize.manifest import Step
 from optimize.prune import count_parameters, gzip_size, magnitude_prune, structured_prune
@@ -177,7 +178,7 @@ def _prepared(ws: Workspace, model: Path) -> Path:
 
 def _calibration_feeds(source: ModelSource) -> list[dict[str, np.ndarray]]:
     """Equal-size batches (entropy and percentile calibration stack them) from the calibration data."""
-    data = source.calibration
-    usable = max(CALIBRATION_BATCH, len(data) // CALIBRATION_BATCH * CALIBRATION_BATCH)
-    data = np.resize(data, (usable, *data.shape[1:])).astype(data.dtype)
-    return [{source.input_name: data[i : i + CALIBRATION_BATCH]} for i in range(0, usable, CALIBRATION_BATCH)]
+    data = source.feed(source.calibration)
+    usable = max(CALIBRATION_BATCH, row_count(data) // CALIBRATION_BATCH * CALIBRATION_BATCH)
+    data = resize_rows(data, usable)
+    return [take_rows(data, slice(i, i + CALIBRATION_BATCH)) for i in range(0, usable, CALIBRATION_BATCH)]

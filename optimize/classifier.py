@@ -17,12 +17,23 @@ import numpy as np
 from optimize import measure
 from optimize.artifact import Extras
 from optimize.candidates import BUILDERS, Workspace, not_applicable
-from optimize.export import OPSET, export_checked, exporter_name
+from optimize.export import OPSET, describe_dynamic_axes, dynamic_shapes, example_tensors, export_checked, exporter_name
 from optimize.kind import Built, Program
 from optimize.manifest import Measurement, Step
 from optimize.selection import AccuracyProblem
 from optimize.settings import OptimizeSettings
 from optimize.source import ModelSource
+
+
+# Candidates whose builders take one input array: fine-tuning (optimize/train.py) and PyTorch FX quantization.
+SINGLE_INPUT_CANDIDATES = ("pruned", "pruned_int8_static", "sparse", "distilled", "torch_int8_static")
+
+
+def several_inputs_unsupported(name: str, source: ModelSource) -> str | None:
+    if source.several_inputs and name in SINGLE_INPUT_CANDIDATES:
+        return (f"its fine-tuning or quantization takes one input array, and this model has "
+                f"{len(source.input_names)} ({', '.join(source.input_names)})")
+    return None
 
 
 def score_drop_criterion(settings: OptimizeSettings, metric: str) -> AccuracyProblem:
@@ -53,23 +64,23 @@ class Classifier:
         self.metric = "top1" if source.metric is None else source.metric_name  # what the manifest says it judged
         self.prior_steps = source.prior_steps
         self.accuracy_problem = score_drop_criterion(settings, source.metric_name)
-        self._feed = measure.resized_feed(source.input_name, source.validation_inputs)
+        self._feed = measure.resized_feed(source.validation_feed)
 
     def export_fp32(self, work: Path) -> Built:
         source, tolerance = self.source, self.settings.parity_tolerance
         difference = export_checked(source, work / "fp32.onnx", tolerance)
         reference = "PyTorch" if source.model_format != "onnx" else "the given ONNX file"
-        self.log(f"ONNX vs {reference} on {len(source.validation_inputs)} held-out inputs: max abs diff "
+        self.log(f"ONNX vs {reference} on {len(source.validation_labels)} held-out inputs: max abs diff "
                  f"{difference:.2e} (tolerance {tolerance:.0e})")
         return Built(work / "fp32.onnx", [Step(name="export_onnx", settings={
-            "exporter": exporter_name(source), "opset": OPSET, "dynamic_axes": "batch (axis 0)",
+            "exporter": exporter_name(source), "opset": OPSET, "dynamic_axes": describe_dynamic_axes(source),
             "parity_max_abs_diff": difference, "parity_tolerance": tolerance,
         })])
 
     def build_candidates(self, fp32: Built, work: Path) -> dict[str, Built]:
         workspace = Workspace(self.source, fp32, work, self.settings, self.log)
         for name in self.settings.planned_candidates:
-            reason = not_applicable(name, self.source)
+            reason = several_inputs_unsupported(name, self.source) or not_applicable(name, self.source)
             if reason is not None:
                 self.log(f"{name}: skipped, {reason}")
                 continue
@@ -85,17 +96,17 @@ class Classifier:
 
         source = self.source
         fp32 = measure.open_session(path.with_name("fp32.onnx"))
-        classes = int(measure.run(fp32, source.example_input[:1]).shape[1])
+        classes = int(measure.run(fp32, source.example_input[:1]).shape[1])  # one input: torch_int8_static
         return TorchScriptSession(path, source.input_name, source.output_name, source.example_input.shape[1:], classes)
 
     def feed(self, batch_size: int) -> dict[str, np.ndarray]:
         return self._feed(batch_size)
 
     def score(self, session) -> tuple[float, None]:
-        return self.source.score(measure.run(session, self.source.validation_inputs)), None
+        return self.source.score(measure.run(session, self.source.validation_feed)), None
 
     def batch_deviation(self, session) -> float:
-        return measure.batch_deviation(session, self.source.validation_inputs, max(self.settings.batch_sizes))
+        return measure.batch_deviation(session, self.source.validation_feed, max(self.settings.batch_sizes))
 
     def program(self) -> Program:
         """The PyTorch module (fp32; the server casts under autocast) with a dynamic batch axis."""
@@ -104,8 +115,7 @@ class Classifier:
         if self.source.model_format != "pytorch":
             got = "an ONNX file" if self.source.model_format == "onnx" else "a TorchScript module"
             raise ValueError(f"gpu_runtime torch: expected a PyTorch nn.Module to export with torch.export, got {got}")
-        return Program(self.source.module, (torch.from_numpy(self.source.example_input),),
-                       ({0: torch.export.Dim("batch")},))
+        return Program(self.source.module, example_tensors(self.source), dynamic_shapes(self.source))
 
     def finish(self, fp32: Built, out_dir: Path) -> Extras:
         """GPU target with the ONNX runtime: a TensorRT engine from the fp32 export, where TensorRT and a GPU are."""
@@ -114,7 +124,7 @@ class Classifier:
             return Extras()
         from optimize.tensorrt_build import ENGINE_FILE, build_engine, engine_unavailable
 
-        reason = engine_unavailable()
+        reason = engine_unavailable() or ("the engine builder takes one input" if self.source.several_inputs else None)
         if reason is not None:
             self.log(f"TensorRT engine: not built, {reason}; the fp16 ONNX model serves on onnxruntime's CUDA or "
                      "TensorRT provider")

@@ -57,36 +57,63 @@ def call_source_function(reference: str) -> ModelSource | EmbeddingSource:
     return source
 
 
+# onnxruntime's input types -> the numpy dtype validation data must have for them
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+              "tensor(bool)": np.bool_}
+
+
 def file_source(model_file: Path, data: str, name: str, version: str = "1") -> ModelSource:
     """A ModelSource from a saved model (`.onnx`, or a TorchScript `.pt`) and labelled data (see optimize.data)."""
-    from optimize.data import check_fits, clean, load_arrays
-
     model_file = Path(model_file)
-    inputs, labels = load_arrays(data)
+    if model_file.suffix == ".onnx":
+        return _onnx_file_source(model_file, data, name, version)
+    if model_file.suffix in (".pt", ".pth"):
+        import torch
+
+        inputs, labels = _labelled(data, ())
+        module = torch.jit.load(str(model_file), map_location="cpu").eval()  # TorchScript: no pickle
+        return ModelSource(name, version, module, inputs[:1], inputs, labels)
+    raise ValueError(f"{model_file}: expected an ONNX file (.onnx) or a TorchScript file (.pt)")
+
+
+def _onnx_file_source(model_file: Path, data: str, name: str, version: str) -> ModelSource:
+    import onnxruntime as ort
+
+    from optimize.data import check_fits
+
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    model_inputs, output = session.get_inputs(), session.get_outputs()[0]
+    names = tuple(model_input.name for model_input in model_inputs)
+    inputs, labels = _labelled(data, names)
+    feed = inputs if isinstance(inputs, dict) else {names[0]: inputs}
+    for model_input in model_inputs:
+        if model_input.type not in ORT_DTYPES:
+            raise ValueError(f"{model_file}: input {model_input.name!r} has type {model_input.type}; expected one "
+                             f"of {', '.join(ORT_DTYPES)}")
+        shape = tuple(d if isinstance(d, int) else -1 for d in model_input.shape)
+        check_fits(feed[model_input.name], model_input.name, shape, np.dtype(ORT_DTYPES[model_input.type]))
+    dynamic = {model_input.name: {axis: str(d) for axis, d in enumerate(model_input.shape) if axis and not
+                                  isinstance(d, int)} for model_input in model_inputs}
+    example = {key: array[:1] for key, array in feed.items()}
+    if len(names) == 1:
+        return ModelSource(name, version, None, feed[names[0]][:1], feed[names[0]], labels, input_name=names[0],
+                           output_name=output.name, onnx_file=model_file, dynamic_axes=dynamic)
+    return ModelSource(name, version, None, example, feed, labels, output_name=output.name, onnx_file=model_file,
+                       dynamic_axes=dynamic)
+
+
+def _labelled(data: str, input_names: tuple[str, ...]):
+    """Cleaned inputs and their labels from `data`, or a ValueError saying labels are needed."""
+    from optimize.data import clean, load_arrays
+
+    inputs, labels = load_arrays(data, input_names)
     if labels is None:
         raise ValueError(f"data {data!r}: expected labels too (an .npz with 'labels' or 'y', or a callable "
                          "returning (inputs, labels)) to measure top-1 accuracy")
     cleaned = clean(inputs, labels)
     print(f"validation data: {cleaned.describe()}")
-    if model_file.suffix == ".onnx":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
-        if len(session.get_inputs()) != 1:
-            names = ", ".join(model_input.name for model_input in session.get_inputs())
-            raise ValueError(f"{model_file} has {len(session.get_inputs())} inputs ({names}); expected one: models "
-                             "with several inputs are not supported yet")
-        (model_input,), output = session.get_inputs(), session.get_outputs()[0]
-        shape = tuple(d if isinstance(d, int) else -1 for d in model_input.shape)
-        check_fits(cleaned.inputs, model_input.name, shape, np.dtype(np.float32))
-        return ModelSource(name, version, None, cleaned.inputs[:1], cleaned.inputs, cleaned.labels,
-                           input_name=model_input.name, output_name=output.name, onnx_file=model_file)
-    if model_file.suffix in (".pt", ".pth"):
-        import torch
-
-        module = torch.jit.load(str(model_file), map_location="cpu").eval()  # TorchScript: no pickle
-        return ModelSource(name, version, module, cleaned.inputs[:1], cleaned.inputs, cleaned.labels)
-    raise ValueError(f"{model_file}: expected an ONNX file (.onnx) or a TorchScript file (.pt)")
+    return cleaned.inputs, cleaned.labels
 
 
 def kind_for(source: ModelSource | EmbeddingSource, settings: OptimizeSettings, log: Callable[[str], None]) -> Kind:

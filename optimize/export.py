@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from optimize import measure
+from optimize.feeds import Inputs
 from optimize.source import ModelSource
 
 OPSET = 18
@@ -29,8 +30,38 @@ def export_checked(source: ModelSource, path: Path, tolerance: float) -> float:
     """Export to `path`, run it on the validation inputs; return the max abs difference to the source's
     own outputs, raising ParityError above `tolerance`."""
     export_onnx(source, path)
-    outputs = measure.run(measure.open_session(path), source.validation_inputs)
+    outputs = measure.run(measure.open_session(path), source.validation_feed)
     return check_parity(source, outputs, tolerance)
+
+
+def example_tensors(source: ModelSource) -> tuple:
+    """The example inputs as torch tensors, in the order the module's forward takes them."""
+    import torch
+
+    return tuple(torch.from_numpy(array) for array in source.feed(source.example_input).values())
+
+
+def _axes(source: ModelSource) -> dict[str, dict[int, str]]:
+    """Every input's dynamic axes by name: axis 0 is the batch, the rest as the source declares."""
+    declared = source.dynamic_axes or {}
+    return {name: {0: "batch", **declared.get(name, {})} for name in source.input_names}
+
+
+def dynamic_shapes(source: ModelSource) -> tuple:
+    """torch.export's dynamic shapes, one dict per input; an axis name shared by inputs is one Dim."""
+    import torch
+
+    dims: dict[str, object] = {}
+    return tuple({axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in axes.items()}
+                 for axes in _axes(source).values())
+
+
+def describe_dynamic_axes(source: ModelSource) -> str:
+    axes = _axes(source)
+    if list(axes.values()) == [{0: "batch"}]:
+        return "batch (axis 0)"
+    return "; ".join(f"{name}: " + ", ".join(f"{label} (axis {axis})" for axis, label in by_axis.items())
+                     for name, by_axis in axes.items())
 
 
 def export_onnx(source: ModelSource, path: Path) -> None:
@@ -43,20 +74,19 @@ def export_onnx(source: ModelSource, path: Path) -> None:
     if source.model_format == "onnx":
         shutil.copyfile(source.onnx_file, path)
         return
-    example = torch.from_numpy(source.example_input)
+    names = list(source.input_names)
     if source.model_format == "torchscript":
         torch.onnx.export(
-            source.module, (example,), str(path), input_names=[source.input_name],
-            output_names=[source.output_name], dynamic_axes={source.input_name: {0: "batch"}},
-            opset_version=OPSET, dynamo=False,
+            source.module, example_tensors(source), str(path), input_names=names,
+            output_names=[source.output_name], dynamic_axes=_axes(source), opset_version=OPSET, dynamo=False,
         )
         return
     program = torch.onnx.export(
         source.module,
-        (example,),
-        input_names=[source.input_name],
+        example_tensors(source),
+        input_names=names,
         output_names=[source.output_name],
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamic_shapes=dynamic_shapes(source),
         opset_version=OPSET,
         dynamo=True,
         verbose=False,
@@ -64,21 +94,22 @@ def export_onnx(source: ModelSource, path: Path) -> None:
     program.save(str(path))
 
 
-def torch_outputs(source: ModelSource, inputs: np.ndarray) -> np.ndarray:
+def torch_outputs(source: ModelSource, inputs: Inputs) -> np.ndarray:
+    inputs = source.feed(inputs)
     if source.model_format == "onnx":  # an ONNX file: itself is the reference
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(source.onnx_file), providers=["CPUExecutionProvider"])
-        return session.run(None, {source.input_name: inputs})[0]
+        return session.run(None, inputs)[0]
     import torch
 
     with torch.no_grad():  # not inference_mode: TorchScript modules refuse inference tensors
-        return source.module(torch.from_numpy(inputs)).numpy()
+        return source.module(*(torch.from_numpy(array) for array in inputs.values())).numpy()
 
 
 def check_parity(source: ModelSource, onnx_outputs: np.ndarray, tolerance: float) -> float:
     """Return the max abs difference to PyTorch on the validation inputs; raise above tolerance."""
-    expected = torch_outputs(source, source.validation_inputs)
+    expected = torch_outputs(source, source.validation_feed)
     difference = float(np.max(np.abs(expected - onnx_outputs)))
     if not difference <= tolerance:
         raise ParityError(

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import onnxruntime as ort
 
-Feed = dict[str, np.ndarray]
+from optimize.feeds import Feed, resize_rows, row_count, take_rows
 
 
 def open_session(path: Path) -> ort.InferenceSession:
@@ -19,9 +19,13 @@ def open_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run(session: ort.InferenceSession, inputs: np.ndarray) -> np.ndarray:
-    input_name = session.get_inputs()[0].name
-    return session.run(None, {input_name: inputs})[0]
+def run(session: ort.InferenceSession, inputs: np.ndarray | Feed) -> np.ndarray:
+    """The first output for `inputs`: a feed of named arrays, or one array for a one-input model."""
+    return session.run(None, _feed(session, inputs))[0]
+
+
+def _feed(session: ort.InferenceSession, inputs: np.ndarray | Feed) -> Feed:
+    return inputs if isinstance(inputs, dict) else {session.get_inputs()[0].name: inputs}
 
 
 def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -75,21 +79,24 @@ def interleaved_samples(
     return samples
 
 
-def resized_feed(input_name: str, inputs: np.ndarray) -> Callable[[int], Feed]:
+def resized_feed(inputs: Feed) -> Callable[[int], Feed]:
     """Batches of any size cut (or tiled) from the validation inputs."""
-    return lambda batch_size: {input_name: np.resize(inputs, (batch_size, *inputs.shape[1:])).astype(inputs.dtype)}
+    return lambda batch_size: resize_rows(inputs, batch_size)
 
 
-def batch_deviation(session: ort.InferenceSession, inputs: np.ndarray, batch_size: int) -> float:
+def batch_deviation(session: ort.InferenceSession, inputs: np.ndarray | Feed, batch_size: int) -> float:
     """Largest abs difference between each row run alone and the same row run inside batches.
 
     Batches of `batch_size` and one batch of everything are both tried: dynamic
     int8 derives one activation scale per batch, so a row's answer can move
     with its neighbours. fp32 models come out near zero.
     """
-    alone = np.concatenate([run(session, inputs[i : i + 1]) for i in range(len(inputs))])
-    chunked = np.concatenate([run(session, inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
-    together = run(session, inputs)
+    feed = _feed(session, inputs)
+    rows = row_count(feed)
+    alone = np.concatenate([run(session, take_rows(feed, slice(i, i + 1))) for i in range(rows)])
+    chunked = np.concatenate([run(session, take_rows(feed, slice(i, i + batch_size)))
+                              for i in range(0, rows, batch_size)])
+    together = run(session, feed)
     return float(max(np.max(np.abs(alone - chunked)), np.max(np.abs(alone - together))))
 
 
