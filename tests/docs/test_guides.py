@@ -82,3 +82,13 @@ def test_the_embedding_snippet_builds_a_source_from_a_model_directory(tmp_path, 
     embedding = source.module(ids, torch.ones_like(ids))
     assert embedding.shape == (1, 384) and torch.allclose(embedding.norm(dim=1), torch.ones(1), atol=1e-5)
     sys.modules.pop("my_embedder", None)
+
+
+def test_the_several_inputs_snippet_builds_a_source():
+    from tests.optimize.test_several_inputs import text_classifier, token_batch
+
+    batch = token_batch(64, seed=0)
+    names = {"ModelSource": ModelSource, "classifier": text_classifier(), "ids": batch["input_ids"],
+             "mask": batch["attention_mask"], "labels": np.zeros(64, np.int64)}
+    source = eval(python_snippet(GUIDE, 'name="reviews"'), names)  # the snippet is one expression
+    assert source.input_names == ("input_ids", "attention_mask") and source.several_inputs
