@@ -17,13 +17,15 @@ SETTINGS_FLAGS = {name: f"--{name.replace('_', '-')}" for name in (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "source", nargs="?", default="optimize.demos.digits:trained_digits_classifier",
-        help="'package.module:function' returning a ModelSource or an EmbeddingSource "
+        help="'package.module:function' returning a ModelSource, EmbeddingSource or TextClassifierSource "
              "(default: the digits demo; optimize.demos.minilm:minilm_source for all-MiniLM-L6-v2), "
-             "or a model file: .onnx or TorchScript .pt, with --data",
+             "or a model file: .onnx or TorchScript .pt, with --data, or a Hugging Face model directory "
+             "(save_pretrained: config.json, weights, tokenizer.json) with --data sentences.jsonl",
     )
-    parser.add_argument("--data", help="labelled validation data for a model file: .npz (inputs/x, labels/y) "
-                                       "or 'package.module:function' returning (inputs, labels)")
-    parser.add_argument("--name", help="model name for a model file (default: the file's stem)")
+    parser.add_argument("--data", help="labelled validation data for a model file: .npz (inputs/x or one array per "
+                                       "model input, labels/y) or 'package.module:function' returning (inputs, "
+                                       "labels); for a Hugging Face directory, .jsonl lines {\"text\", \"label\"}")
+    parser.add_argument("--name", help="model name for a model file or directory (default: the file's stem)")
     parser.add_argument("--out", type=Path, required=True, help="artifact directory to write")
     parser.add_argument("--auto", action="store_true", default=None,
                         help="build every candidate that applies, time each at batch sizes 1..serving maximum on "

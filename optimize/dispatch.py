@@ -5,6 +5,8 @@
 | `model.onnx`, `model.pt`/`.pth` (TorchScript), with labelled data | ModelSource | a classifier |
 | `package.module:function` returning a ModelSource | ModelSource | a classifier |
 | `package.module:function` returning an EmbeddingSource | EmbeddingSource | a text-embedding model |
+| `package.module:function` returning a TextClassifierSource | TextClassifierSource | a text classifier |
+| a Hugging Face model directory, with labelled sentences | TextClassifierSource or EmbeddingSource (optimize/huggingface.py) | by its architecture |
 
 A ModelSource holds a PyTorch module, a TorchScript module or an ONNX file
 (a Keras model arrives as one, through optimize.keras_source); its
@@ -22,11 +24,13 @@ import numpy as np
 
 from optimize.classifier import Classifier
 from optimize.embedding import Embedding
+from optimize.huggingface import huggingface_source, is_model_directory
 from optimize.kind import Kind
 from optimize.settings import OptimizeSettings
-from optimize.source import EmbeddingSource, ModelSource
+from optimize.source import EmbeddingSource, ModelSource, TextClassifierSource
+from optimize.text_classifier import TextClassifier
 
-KINDS = {ModelSource: Classifier, EmbeddingSource: Embedding}
+KINDS = {ModelSource: Classifier, EmbeddingSource: Embedding, TextClassifierSource: TextClassifier}
 MODEL_FILES = (".onnx", ".pt", ".pth")  # model files taken as they are, with labelled data
 
 
@@ -35,8 +39,13 @@ def is_model_file(reference: str) -> bool:
 
 
 def load_source(reference: str, data: str | None = None, name: str | None = None) -> ModelSource | EmbeddingSource:
-    """A model file with its labelled `data` (named `name`, default the file's stem), or what
-    `package.module:function` returns."""
+    """A Hugging Face model directory or a model file with its labelled `data` (named `name`, default the
+    directory's or file's name), or what `package.module:function` returns."""
+    if is_model_directory(reference):
+        if data is None:
+            raise ValueError(f"{reference} is a Hugging Face model directory; expected labelled sentences for it "
+                             "too (--data val.jsonl)")
+        return huggingface_source(Path(reference), data, name or Path(reference).resolve().name)
     if is_model_file(reference):
         if data is None:
             raise ValueError(f"{reference} is a model file; expected labelled validation data for it too")
@@ -52,7 +61,8 @@ def call_source_function(reference: str) -> ModelSource | EmbeddingSource:
     factory: Callable[[], object] = getattr(importlib.import_module(module_name), attribute)
     source = factory()
     if not isinstance(source, tuple(KINDS)):
-        raise TypeError(f"{reference}: expected it to return a ModelSource or an EmbeddingSource, "
+        raise TypeError(f"{reference}: expected it to return a ModelSource, an EmbeddingSource or a "
+                        "TextClassifierSource, "
                         f"got {type(source).__name__}")
     return source
 
@@ -121,4 +131,5 @@ def kind_for(source: ModelSource | EmbeddingSource, settings: OptimizeSettings, 
     for source_type, kind in KINDS.items():
         if isinstance(source, source_type):
             return kind(source, settings, log)
-    raise TypeError(f"optimize: expected a ModelSource or an EmbeddingSource, got {type(source).__name__}")
+    raise TypeError(f"optimize: expected a ModelSource, an EmbeddingSource or a TextClassifierSource, got "
+                    f"{type(source).__name__}")

@@ -24,7 +24,7 @@ from optimize.manifest import Measurement, Step, TextInput, sha256_of
 from optimize.quantize import Int8Plan, prepare, quantize_int8_dynamic, weight_nodes
 from optimize.selection import AccuracyProblem
 from optimize.settings import OptimizeSettings
-from optimize.source import SCORING_BATCH, EmbeddingSource
+from optimize.source import SCORING_BATCH, EmbeddingSource, TextClassifierSource
 
 OUTPUT = "embedding"
 TOKENIZER_FILE = "tokenizer.json"
@@ -33,7 +33,7 @@ TOKENIZER_FILE = "tokenizer.json"
 class Tokens:
     """The source's tokenizer, set up as the server will use it (truncate, pad to the longest)."""
 
-    def __init__(self, source: EmbeddingSource) -> None:
+    def __init__(self, source: EmbeddingSource | TextClassifierSource) -> None:
         from tokenizers import Tokenizer
 
         self._tokenizer = Tokenizer.from_file(str(source.tokenizer_file))
@@ -105,7 +105,7 @@ class Embedding:
         return float(cosines.mean()), float(cosines.min())
 
     def batch_deviation(self, session) -> float:
-        return _batch_deviation(session, self.tokens, self.source.validation_texts)
+        return text_batch_deviation(session, self.tokens, self.source.validation_texts)
 
     def program(self) -> Program:
         """The module with dynamic batch and sequence axes on both inputs."""
@@ -118,9 +118,7 @@ class Embedding:
 
     def finish(self, fp32: Built, out_dir: Path) -> Extras:
         """The tokenizer beside the model, so the server takes strings."""
-        shutil.copyfile(self.source.tokenizer_file, out_dir / TOKENIZER_FILE)
-        text_input = TextInput(tokenizer_sha256=sha256_of(out_dir / TOKENIZER_FILE), max_length=self.source.max_length)
-        return Extras(text_input=text_input, files=(TOKENIZER_FILE,))
+        return tokenizer_extras(self.source, out_dir)
 
     def _export_step(self) -> Step:
         import torch
@@ -172,8 +170,15 @@ def _gpu_candidates(fp32: Path, work: Path, settings: OptimizeSettings, log) -> 
     return {"fp16": convert_fp16(fp32, work / "fp16.onnx")}
 
 
-def _batch_deviation(session, tokens: Tokens, texts: tuple[str, ...], probes: int = 8) -> float:
-    """Largest abs difference between a sentence embedded alone and inside a full batch.
+def tokenizer_extras(source: EmbeddingSource | TextClassifierSource, out_dir: Path) -> Extras:
+    """The tokenizer copied beside the model and the manifest's TextInput: the server then takes strings."""
+    shutil.copyfile(source.tokenizer_file, out_dir / TOKENIZER_FILE)
+    text_input = TextInput(tokenizer_sha256=sha256_of(out_dir / TOKENIZER_FILE), max_length=source.max_length)
+    return Extras(text_input=text_input, files=(TOKENIZER_FILE,))
+
+
+def text_batch_deviation(session, tokens: Tokens, texts: tuple[str, ...], probes: int = 8) -> float:
+    """Largest abs difference between a sentence's answer alone and inside a full batch.
 
     Two batches per sentence: its own validation batch, and one where its
     neighbours are the longest sentences (most padding). Dynamic int8 derives

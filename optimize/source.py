@@ -151,3 +151,28 @@ class EmbeddingSource:
         if len(self.validation_texts) < SCORING_BATCH:
             raise ValueError(f"validation_texts: expected at least {SCORING_BATCH} sentences, "
                              f"got {len(self.validation_texts)}")
+
+
+@dataclass(frozen=True)
+class TextClassifierSource:
+    """A PyTorch module taking (input_ids, attention_mask) and giving class scores, its tokenizer, and labelled
+    held-out sentences. The artifact takes strings, like an EmbeddingSource's; candidates are judged by top-1
+    (or `metric`) against the labels."""
+
+    name: str
+    version: str
+    module: "torch.nn.Module"
+    tokenizer_file: Path
+    max_length: int
+    validation_texts: tuple[str, ...]
+    validation_labels: np.ndarray
+    train_texts: tuple[str, ...] = ()  # optional: static int8 calibration
+    output_name: str = "logits"
+    metric: "Callable[[np.ndarray, np.ndarray], float] | None" = None
+
+    def __post_init__(self) -> None:
+        if len(self.validation_texts) != len(self.validation_labels):
+            raise ValueError(f"validation: expected one label per sentence, got {len(self.validation_labels)} "
+                             f"labels for {len(self.validation_texts)} sentences")
+        if len(self.validation_texts) < 2:
+            raise ValueError(f"validation_texts: expected at least 2 sentences, got {len(self.validation_texts)}")

@@ -25,21 +25,9 @@ def minilm_path() -> Path:
 
 def mean_pooled_minilm():
     """The transformer with mean pooling and L2 normalization: (input_ids, attention_mask) -> [batch, 384]."""
-    import torch
-    from transformers import AutoModel
+    from optimize.huggingface import mean_pooled_module
 
-    class MeanPooledEmbedding(torch.nn.Module):
-        def __init__(self, transformer: torch.nn.Module) -> None:
-            super().__init__()
-            self.transformer = transformer
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
-
-    return MeanPooledEmbedding(AutoModel.from_pretrained(minilm_path())).eval()
+    return mean_pooled_module(minilm_path())
 
 
 def minilm_source(validation_count: int = 256, calibration_count: int = 128) -> EmbeddingSource:

@@ -48,7 +48,7 @@ def test_a_function_returning_something_else_is_refused_naming_what_was_expected
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     line = refusal(capsys, "not_a_source:source", "--out", str(tmp_path / "out"))
-    assert "expected it to return a ModelSource or an EmbeddingSource, got int" in line
+    assert "expected it to return a ModelSource, an EmbeddingSource or a TextClassifierSource, got int" in line
 
 
 def test_a_data_file_with_the_wrong_array_names_is_refused_naming_the_expected_ones(tmp_path, capsys,

@@ -59,14 +59,14 @@ def test_a_model_file_without_data_is_refused_saying_what_is_missing(digits_arti
 def test_a_reference_must_name_a_function_that_returns_a_source():
     with pytest.raises(ValueError, match="expected 'package.module:function', got 'optimize.demos.digits'"):
         load_source("optimize.demos.digits")
-    with pytest.raises(TypeError, match="os:getcwd: expected it to return a ModelSource or an EmbeddingSource, "
+    with pytest.raises(TypeError, match="os:getcwd: expected it to return a ModelSource, an EmbeddingSource or a TextClassifierSource, "
                                         "got str"):
         load_source("os:getcwd")
 
 
 def test_a_classifier_source_gets_the_classifier_kind_and_anything_else_is_refused(digits_source):
     assert isinstance(kind_for(digits_source, FAST, print), Classifier)
-    with pytest.raises(TypeError, match="expected a ModelSource or an EmbeddingSource, got dict"):
+    with pytest.raises(TypeError, match="expected a ModelSource, an EmbeddingSource or a TextClassifierSource, got dict"):
         kind_for({"module": digits_source.module}, FAST, print)
 
 
