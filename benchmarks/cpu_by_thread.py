@@ -6,7 +6,7 @@ Starts `optiserve serve` on artifacts/<model>, warms it up, then runs the closed
 `--seconds` and prints the CPU time each process and each replica thread used, as a share of one core and
 in microseconds per request. Replica threads are named from `py-spy dump` (the batcher's worker,
 the event loop, Ray's threads); threads Python does not know are shown with their kernel name.
-docs/BENCHMARKS.md ("Where a replica's CPU goes, per thread") was measured this way.
+docs/BENCHMARKS.md ("Where the CPU goes on 2 cores") was measured this way.
 """
 
 from __future__ import annotations

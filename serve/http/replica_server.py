@@ -4,7 +4,7 @@ Ray Serve answers a replica's HTTP through uvicorn and its own ASGI wrapper: req
 disconnect watcher (two tasks and an `asyncio.wait` per request), ongoing-request accounting and request
 metrics. On 2 cores that path cost more than the digits model itself: measured through the same HAProxy,
 this server answered 2x the requests per second at 8 clients and 2.5x at 32 (docs/BENCHMARKS.md,
-"Each replica's own HTTP server"). Where it listens (beside Ray's own server for the replica) is decided in
+"Why each replica answers HTTP itself"). Where it listens (beside Ray's own server for the replica) is decided in
 serve/on_ray/replica_http.py; this module knows nothing of Ray.
 
 Inference POSTs go straight to the pipeline's `answer`; any other request (metadata, readiness, 404s) goes to
