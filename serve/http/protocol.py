@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from optimize.manifest import Manifest, TensorSpec
+from serve.http.input_rules import id_range_problem, shared_axis_problem
 from serve.http.large_body import LARGE_BODY_BYTES, JSONError, is_lazy, lazy_list, lazy_values, parse_envelope
 
 NUMPY_DTYPES = {
@@ -95,26 +96,43 @@ def decode_inputs(
     """Turn request inputs into arrays, checking each against the manifest's input specs.
 
     `raw` holds the bytes of inputs sent as binary data (serve.http.binary). Each input's declared shape and
-    the length of its data are checked before any value is converted.
+    the length of its data are checked before any value is converted, and so are the sizes of axes that
+    inputs share by name; id inputs are held to their table's range after (serve.http.input_rules).
     """
     raw = raw or {}
     specs = {spec.name: spec for spec in manifest.request_inputs}
-    arrays: dict[str, np.ndarray] = {}
-    for tensor in request.inputs:
-        spec = specs.get(tensor.name)
-        if spec is None:
-            raise ProtocolError(400, f"input {tensor.name!r}: model {manifest.name!r} has no such input; "
-                                     f"expected inputs: {', '.join(specs)}")
-        if tensor.name in arrays:
-            raise ProtocolError(400, f"input {tensor.name!r}: given more than once")
-        arrays[tensor.name] = _decode_tensor(tensor, spec, raw.get(tensor.name), max_string_bytes)
-    missing = [name for name in specs if name not in arrays]
-    if missing:
-        raise ProtocolError(400, f"missing input(s) {', '.join(missing)}; expected inputs: {', '.join(specs)}")
+    given = _given_inputs(request, specs, manifest.name)
+    _refuse(shared_axis_problem({name: tensor.shape for name, tensor in given.items()
+                                 if _shape_matches(tensor.shape, specs[name].shape)}, specs))
+    arrays = {name: _decode_tensor(tensor, specs[name], raw.get(name), max_string_bytes)
+              for name, tensor in given.items()}
     rows = {array.shape[0] for array in arrays.values()}
     if len(rows) > 1:
         raise ProtocolError(400, f"inputs: expected the same batch size (first dimension) for all, got {sorted(rows)}")
+    for name, array in arrays.items():
+        _refuse(id_range_problem(array, specs[name]))
     return arrays
+
+
+def _given_inputs(request: InferenceRequest, specs: dict[str, TensorSpec], model: str) -> dict[str, RequestInput]:
+    """The request's inputs by name: each one the model has, once, and none missing."""
+    given: dict[str, RequestInput] = {}
+    for tensor in request.inputs:
+        if tensor.name not in specs:
+            raise ProtocolError(400, f"input {tensor.name!r}: model {model!r} has no such input; "
+                                     f"expected inputs: {', '.join(specs)}")
+        if tensor.name in given:
+            raise ProtocolError(400, f"input {tensor.name!r}: given more than once")
+        given[tensor.name] = tensor
+    missing = [name for name in specs if name not in given]
+    if missing:
+        raise ProtocolError(400, f"missing input(s) {', '.join(missing)}; expected inputs: {', '.join(specs)}")
+    return given
+
+
+def _refuse(problem: str | None) -> None:
+    if problem is not None:
+        raise ProtocolError(400, problem)
 
 
 MAX_TIMEOUT_MS = 600_000
