@@ -1,0 +1,208 @@
+"""Per-row int8: a graph transform whose answers never depend on batch-mates.
+
+onnxruntime's dynamic quantization computes one activation scale per tensor,
+so a row's answer moves with whichever rows share its model call. Here each
+MatMul/Gemm with a constant weight [K, N] is rewritten so the activation
+A [..., K] is quantized per row (per token for 3-D activations): the row's
+absolute maximum over K gives its scale, q = round(A * 127 / absmax) + 128 as
+uint8 (u8 x s8 is onnxruntime's fast integer path on AVX2 and VNNI alike),
+then MatMulInteger against int8 weights (symmetric, one scale per output
+column), and the int32 result times the column scale and the row scale.
+Constant embedding tables (Gather on axis 0) are stored int8 with one scale
+per table row. Every op is row-local, so a row's result depends on that row
+only: batch invariance by construction. Graph inputs, outputs and every
+rewritten node's output name are kept.
+
+Measured on AMD EPYC (AVX2, no VNNI), onnxruntime 1.32: MatMulInteger with
+activations zero point 128 is exact for extreme u8 x s8 values (no int16
+saturation), so weights keep the full 8 bits (tests/optimize/test_row_int8.py
+checks this on the installed version).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from optimize.manifest import Step
+
+ROW_OPS = ("MatMul", "Gemm", "Gather")
+ACTIVATION_ZERO_POINT = 128  # uint8 activations, symmetric around 128
+ACTIVATION_MAX = 127.0
+TINY = 1e-12  # floor on a row's absmax: an all-zero row quantizes to zeros, never to NaN
+
+
+def row_int8_nodes(model_path: Path) -> list[str]:
+    """Names of the nodes quantize_int8_per_row would rewrite, in graph order."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    constants = {i.name: i for i in model.graph.initializer}
+    return [node.name for node in model.graph.node if _weight_of(node, constants) is not None]
+
+
+def quantize_int8_per_row(fp32: Path, target: Path, keep_float: tuple[str, ...] = ()) -> Step:
+    """Rewrite every weight node of `fp32` (but those named in keep_float) to per-row int8; save to target."""
+    import onnx
+
+    model = onnx.load(str(fp32))
+    rewriter = _Rewriter(model)
+    rewritten = rewriter.rewrite(set(keep_float))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    return Step(name="quantize_int8_per_row", settings={
+        "activations": "uint8 per row (per token), zero point 128, scale = row absmax / 127",
+        "weights": "int8 symmetric, one scale per output column; embedding tables one scale per row",
+        "nodes": rewritten, "float_nodes": ",".join(keep_float),
+    })
+
+
+def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one scale per slice along `axis` reduced away (axis=0: per column of [K, N])."""
+    absmax = np.max(np.abs(weight), axis=axis, keepdims=True)
+    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
+    quantized = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+    return quantized, scale
+
+
+def _weight_of(node, constants: dict):
+    """The constant weight tensor a node would be rewritten around, or None."""
+    if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 and node.input[1] in constants:
+        if _attribute(node, "transA", 0) == 0 and len(constants[node.input[1]].dims) == 2:
+            return constants[node.input[1]]
+    if node.op_type == "Gather" and node.input[0] in constants and _attribute(node, "axis", 0) == 0:
+        if len(constants[node.input[0]].dims) == 2:
+            return constants[node.input[0]]
+    return None
+
+
+def _attribute(node, name: str, default):
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+@dataclass
+class _Rewriter:
+    model: object
+    nodes: list = field(default_factory=list)
+    initializers: list = field(default_factory=list)
+    _quantized: dict = field(default_factory=dict)  # activation name -> (uint8 name, row scale name)
+
+    def rewrite(self, keep_float: set[str]) -> int:
+        graph = self.model.graph
+        constants = {i.name: i for i in graph.initializer}
+        self._shared_constants()
+        count = 0
+        for node in graph.node:
+            weight = _weight_of(node, constants)
+            if weight is None or node.name in keep_float:
+                self.nodes.append(node)
+                continue
+            getattr(self, f"_rewrite_{node.op_type.lower()}")(node, weight)
+            count += 1
+        del graph.node[:]
+        graph.node.extend(self.nodes)
+        graph.initializer.extend(self.initializers)
+        _drop_unused_initializers(graph)
+        return count
+
+    def _name(self, base: str, suffix: str) -> str:
+        return f"{base}/row_int8/{suffix}"
+
+    def _constant(self, name: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def _node(self, op: str, inputs: list[str], output: str, name: str | None = None, **attributes) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, [output], name=name or output, **attributes))
+        return output
+
+    def _shared_constants(self) -> None:
+        self._constant("row_int8/zero_point", np.array(ACTIVATION_ZERO_POINT, np.uint8))
+        self._constant("row_int8/one", np.array(1.0, np.float32))
+        self._constant("row_int8/q_max", np.array(ACTIVATION_MAX, np.float32))
+        self._constant("row_int8/tiny", np.array(TINY, np.float32))
+        self._constant("row_int8/last_axis", np.array([-1], np.int64))
+
+    def _quantize_rows(self, activation: str) -> tuple[str, str]:
+        """uint8 rows (zero point 128) and their scales [..., 1], built once per activation."""
+        if activation not in self._quantized:
+            name = lambda suffix: self._name(activation, suffix)  # noqa: E731
+            magnitude = self._node("Abs", [activation], name("abs"))
+            absmax = self._reduce_max(magnitude, name("absmax"))
+            floored = self._node("Max", [absmax, "row_int8/tiny"], name("absmax_floored"))
+            inverse = self._node("Div", ["row_int8/q_max", floored], name("inverse_scale"))
+            scale = self._node("Div", [floored, "row_int8/q_max"], name("scale"))
+            scaled = self._node("Mul", [activation, inverse], name("scaled"))
+            quantized = self._node("QuantizeLinear", [scaled, "row_int8/one", "row_int8/zero_point"], name("uint8"))
+            self._quantized[activation] = (quantized, scale)
+        return self._quantized[activation]
+
+    def _reduce_max(self, source: str, output: str) -> str:
+        opset = next(o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx"))
+        if opset >= 18:
+            return self._node("ReduceMax", [source, "row_int8/last_axis"], output, keepdims=1)
+        return self._node("ReduceMax", [source], output, axes=[-1], keepdims=1)
+
+    def _integer_matmul(self, node, weight: np.ndarray, output: str, column_factor: float = 1.0) -> None:
+        """output = (per-row uint8 A) x (int8 weight [K, N]), rescaled to float."""
+        quantized, row_scale = self._quantize_rows(node.input[0])
+        int8_weight, column_scale = quantize_weight(weight, axis=0)
+        name = lambda suffix: self._name(node.name or output, suffix)  # noqa: E731
+        weight_name = self._constant(name("weight_int8"), int8_weight)
+        scale_name = self._constant(name("column_scale"), (column_scale.reshape(-1) * column_factor).astype(np.float32))
+        product = self._node("MatMulInteger", [quantized, weight_name, "row_int8/zero_point"], name("int32"))
+        as_float = self._node("Cast", [product], name("float"), to=1)  # 1: FLOAT
+        by_column = self._node("Mul", [as_float, scale_name], name("by_column"))
+        self._node("Mul", [by_column, row_scale], output, name=node.name if output == node.output[0] else None)
+
+    def _rewrite_matmul(self, node, weight) -> None:
+        from onnx import numpy_helper
+
+        self._integer_matmul(node, numpy_helper.to_array(weight).astype(np.float32), node.output[0])
+
+    def _rewrite_gemm(self, node, weight) -> None:
+        """Y = alpha * A x B' + beta * C, B' = B or its transpose."""
+        from onnx import numpy_helper
+
+        matrix = numpy_helper.to_array(weight).astype(np.float32)
+        matrix = matrix.T if _attribute(node, "transB", 0) else matrix
+        alpha, beta = _attribute(node, "alpha", 1.0), _attribute(node, "beta", 1.0)
+        if len(node.input) < 3 or not node.input[2]:
+            self._integer_matmul(node, matrix, node.output[0], alpha)
+            return
+        product = self._name(node.name or node.output[0], "product")
+        self._integer_matmul(node, matrix, product, alpha)
+        bias = node.input[2]
+        if beta != 1.0:
+            factor = self._constant(self._name(product, "beta"), np.array(beta, np.float32))
+            bias = self._node("Mul", [bias, factor], self._name(product, "scaled_bias"))
+        self._node("Add", [product, bias], node.output[0], name=node.name)
+
+    def _rewrite_gather(self, node, table) -> None:
+        """An embedding table stored int8 with one scale per row; both gathered by the same indices."""
+        from onnx import numpy_helper
+
+        int8_table, row_scale = quantize_weight(numpy_helper.to_array(table).astype(np.float32), axis=1)
+        name = lambda suffix: self._name(node.name or node.output[0], suffix)  # noqa: E731
+        table_name = self._constant(name("table_int8"), int8_table)
+        scale_name = self._constant(name("row_scale"), row_scale)
+        rows = self._node("Gather", [table_name, node.input[1]], name("rows"), axis=0)
+        scales = self._node("Gather", [scale_name, node.input[1]], name("scales"), axis=0)
+        as_float = self._node("Cast", [rows], name("float"), to=1)  # 1: FLOAT
+        self._node("Mul", [as_float, scales], node.output[0], name=node.name)
+
+
+def _drop_unused_initializers(graph) -> None:
+    used = {name for node in graph.node for name in node.input}
+    used |= {o.name for o in graph.output}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
