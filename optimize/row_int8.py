@@ -135,9 +135,11 @@ class _Rewriter:
         """uint8 rows (zero point 128) and their scales [..., 1], built once per activation."""
         if activation not in self._quantized:
             name = lambda suffix: self._name(activation, suffix)  # noqa: E731
-            magnitude = self._node("Abs", [activation], name("abs"))
-            absmax = self._reduce_max(magnitude, name("absmax"))
-            floored = self._node("Max", [absmax, "row_int8/tiny"], name("absmax_floored"))
+            # max and -min: two reading passes, cheaper than writing Abs(A) and reducing it
+            highest = self._reduce("ReduceMax", activation, name("max"))
+            lowest = self._reduce("ReduceMin", activation, name("min"))
+            negated = self._node("Neg", [lowest], name("negated_min"))
+            floored = self._node("Max", [highest, negated, "row_int8/tiny"], name("absmax_floored"))
             inverse = self._node("Div", ["row_int8/q_max", floored], name("inverse_scale"))
             scale = self._node("Div", [floored, "row_int8/q_max"], name("scale"))
             scaled = self._node("Mul", [activation, inverse], name("scaled"))
@@ -145,11 +147,12 @@ class _Rewriter:
             self._quantized[activation] = (quantized, scale)
         return self._quantized[activation]
 
-    def _reduce_max(self, source: str, output: str) -> str:
+    def _reduce(self, op: str, source: str, output: str) -> str:
+        """A reduction over the last axis, keeping it (axes are an input from opset 18, an attribute before)."""
         opset = next(o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx"))
         if opset >= 18:
-            return self._node("ReduceMax", [source, "row_int8/last_axis"], output, keepdims=1)
-        return self._node("ReduceMax", [source], output, axes=[-1], keepdims=1)
+            return self._node(op, [source, "row_int8/last_axis"], output, keepdims=1)
+        return self._node(op, [source], output, axes=[-1], keepdims=1)
 
     def _integer_matmul(self, node, weight: np.ndarray, output: str, column_factor: float = 1.0) -> None:
         """output = (per-row uint8 A) x (int8 weight [K, N]), rescaled to float."""
