@@ -4,10 +4,10 @@
 |---|---|---|
 | int8_dynamic | onnxruntime dynamic int8 (scales per batch at run time) | - |
 | int8_static | onnxruntime static int8, QDQ, calibrated (fixed scales) | calibration data |
-| pruned | structured pruning (neurons/channels removed), fine-tuned, re-exported | nn.Sequential, training data |
+| pruned | structured pruning (torch-pruning: channels, head dims), fine-tuned, re-exported | PyTorch module, training data |
 | pruned_int8_static | the pruned model, then static int8 | as both |
 | sparse | global magnitude pruning, fine-tuned, zeros made permanent | PyTorch module, training data |
-| distilled | a smaller student trained on the teacher's soft targets | PyTorch module, training data |
+| distilled | a smaller student (default: the pruned teacher) trained on soft targets | PyTorch module, training data |
 | torch_int8_static | PyTorch's static int8 (FX, x86/qnnpack), as TorchScript | PyTorch module |
 | fp16 | fp16 weights and compute, FP32 inputs and outputs (GPU target; optimize/gpu.py) | - |
 """
@@ -21,11 +21,11 @@ from typing import Callable
 
 import numpy as np
 
-from optimize.export import EXPORTERS, OPSET, export_checked
+from optimize.export import EXPORTERS, OPSET, example_tensors, export_checked
 from optimize.feeds import resize_rows, row_count, take_rows
 from optimize.kind import Built
 from optimize.manifest import Step
-from optimize.prune import count_parameters, gzip_size, magnitude_prune, structured_prune
+from optimize.prune import CRITERION, count_parameters, gzip_size, magnitude_prune, pruning_obstacle, structured_prune
 from optimize.quantize import prepare, quantize_int8_dynamic, quantize_int8_static
 from optimize.settings import OptimizeSettings
 from optimize.source import ModelSource
@@ -54,10 +54,8 @@ def not_applicable(name: str, source: ModelSource) -> str | None:
     if needs_module and source.train_inputs is None:
         return "needs training data for fine-tuning"
     if name.startswith("pruned") or (name == "distilled" and source.student is None):
-        import torch
-
-        if not isinstance(source.module, torch.nn.Sequential):
-            return "structured pruning handles nn.Sequential models"
+        obstacle = pruning_obstacle(source.module, example_tensors(source))
+        return None if obstacle is None else f"structured pruning: {obstacle}"
     return None
 
 
@@ -79,14 +77,16 @@ def int8_static(ws: Workspace, base: Built | None = None, name: str = "int8_stat
 
 def pruned(ws: Workspace) -> Built:
     s, source = ws.settings, ws.source
-    smaller = structured_prune(source.module, s.prune_ratio)
-    fit(smaller, source.train_inputs, source.train_labels, s.fine_tune_epochs, s.fine_tune_lr,
+    smaller = structured_prune(source.module, s.prune_ratio, example_tensors(source))
+    fit(smaller.module, source.train_inputs, source.train_labels, s.fine_tune_epochs, s.fine_tune_lr,
         f"fine-tuning after {s.prune_ratio:.0%} structured pruning")
     step = Step(name="prune_structured", settings={
-        "ratio": s.prune_ratio, "criterion": "L1 norm of each output's weights", "fine_tune_epochs": s.fine_tune_epochs,
-        "parameters_before": count_parameters(source.module), "parameters_after": count_parameters(smaller),
+        "ratio": s.prune_ratio, "criterion": CRITERION, "pruner": _torch_pruning_version(),
+        "coupled_groups_pruned": smaller.groups, "attention": smaller.attention,
+        "fine_tune_epochs": s.fine_tune_epochs,
+        "parameters_before": count_parameters(source.module), "parameters_after": count_parameters(smaller.module),
     })
-    path, export = _export(ws, "pruned", smaller)
+    path, export = _export(ws, "pruned", smaller.module)
     return Built(path, [step, export])
 
 
@@ -113,13 +113,14 @@ def sparse(ws: Workspace) -> Built:
 
 def distilled(ws: Workspace) -> Built:
     s, source = ws.settings, ws.source
-    student = source.student or structured_prune(source.module, s.student_ratio)
+    student = source.student or structured_prune(source.module, s.student_ratio, example_tensors(source)).module
     distill(source.module, student, source.train_inputs, source.train_labels, s.distill_epochs,
             s.distill_temperature, s.distill_alpha)
     step = Step(name="distill", settings={
         "temperature": s.distill_temperature, "alpha": s.distill_alpha, "epochs": s.distill_epochs,
         "teacher_parameters": count_parameters(source.module), "student_parameters": count_parameters(student),
-        "student": "given" if source.student is not None else f"teacher with {s.student_ratio:.0%} of hidden units removed",
+        "student": "given" if source.student is not None else f"teacher with {s.student_ratio:.0%} of each coupled "
+                   f"group's channels removed ({_torch_pruning_version()})",
     })
     path, export = _export(ws, "distilled", student)
     return Built(path, [step, export])
@@ -138,6 +139,12 @@ def fp16(ws: Workspace) -> Built:
 
     target = ws.work / "fp16.onnx"
     return Built(target, [*ws.fp32.steps, convert_fp16(ws.fp32.path, target)])
+
+
+def _torch_pruning_version() -> str:
+    from importlib.metadata import version
+
+    return f"torch-pruning {version('torch-pruning')}"
 
 
 def _fx_traceable(source: ModelSource) -> bool:
