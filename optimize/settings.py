@@ -96,12 +96,16 @@ class OptimizeSettings(BaseSettings):
         "x86", description="PyTorch static int8: kernel backend (x86/fbgemm for Intel and AMD, qnnpack for ARM)"
     )
     static_per_channel: bool = Field(True, description="static int8: one weight scale per output channel")
-    prune_ratio: float = Field(0.5, gt=0, lt=1, description="structured pruning: share of hidden units removed")
+    prune_ratio: float = Field(
+        0.5, gt=0, lt=1, description="structured pruning: share of each coupled group's channels removed (hidden "
+        "units, conv channels, attention head dims), with the layers that depend on them (torch-pruning)",
+    )
     sparsity: float = Field(0.75, gt=0, lt=1, description="magnitude pruning: share of weights zeroed")
     fine_tune_epochs: int = Field(10, ge=0, description="epochs of fine-tuning after pruning")
     fine_tune_lr: float = Field(1e-3, gt=0, description="learning rate for fine-tuning")
     student_ratio: float = Field(
-        0.75, gt=0, lt=1, description="distillation: share of hidden units the default student lacks"
+        0.75, gt=0, lt=1, description="distillation: share of each coupled group's channels the default student "
+        "(the teacher structurally pruned) lacks"
     )
     distill_temperature: float = Field(4.0, gt=0, description="distillation: softmax temperature")
     distill_alpha: float = Field(0.7, ge=0, le=1, description="distillation: weight of the soft-target loss")
