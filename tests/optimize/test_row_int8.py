@@ -94,9 +94,15 @@ def models(tmp_path_factory):
     return built
 
 
-def test_the_mlp_matches_the_same_integer_arithmetic_in_numpy(models):
-    """onnxruntime runs exactly what the transform means (no fusion that treats a row scale as one scalar)."""
-    fp32, row, _ = models["mlp"]
+@pytest.mark.parametrize("standard_ops_only", [False, True])
+def test_the_mlp_matches_the_same_integer_arithmetic_in_numpy(models, tmp_path, standard_ops_only):
+    """onnxruntime (all graph optimizations on) runs exactly what the transform means, with its
+    MatMulIntegerToFloat or with standard ops only: no fusion treats a row scale as one scalar."""
+    fp32, _, _ = models["mlp"]
+    row = tmp_path / "row.onnx"
+    step = quantize_int8_per_row(fp32, row, standard_ops_only=standard_ops_only)
+    domains = {n.domain for n in onnx.load(str(row)).graph.node}
+    assert domains == ({""} if standard_ops_only else {"", "com.microsoft"}), step.settings["rescale"]
     weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(fp32)).graph.initializer}
     x = rows(64, seed=2)
     hidden = np.maximum(_per_row_matmul(x, weights["w1"].T) * 0.5 + 2.0 * weights["b1"], 0)
