@@ -31,9 +31,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from optimize.guard import Score, Tolerance
 from optimize.manifest import Step
 
 ROW_OPS = ("MatMul", "Gemm", "Gather")
@@ -235,3 +237,33 @@ def _drop_unused_initializers(graph) -> None:
     kept = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
+
+
+def guarded_per_row_int8(
+    fp32: Path, target: Path, score_model: Callable[[Path], Score], tolerance: Tolerance, work_dir: Path,
+    log: Callable[[str], None] = print, standard_ops_only: bool = False,
+) -> tuple[Step | None, Score]:
+    """The accuracy guard (optimize/guard.py) for per-row int8: every weight node first; if the score misses
+    the tolerance, rank the nodes by how far each alone lowers it, and keep the most sensitive 1, 2, ...
+    in float until it holds. (None, last score) when even one node left int8 misses it."""
+    trial = work_dir / "row-int8-trial.onnx"
+
+    def score(keep_float: tuple[str, ...]) -> Score:
+        quantize_int8_per_row(fp32, trial, keep_float, standard_ops_only)
+        return score_model(trial)
+
+    nodes, kept = row_int8_nodes(fp32), ()
+    result = score(kept)
+    log(f"per-row int8, every weight node: mean {result.mean:.4f}, worst {result.worst:.4f} ({tolerance})")
+    if not tolerance.holds(result):
+        alone = {node: score(tuple(n for n in nodes if n != node)).mean for node in nodes}
+        ranked = sorted(nodes, key=alone.__getitem__)
+        for count in range(1, len(ranked)):
+            kept = tuple(ranked[:count])
+            result = score(kept)
+            log(f"per-row int8, {count} node(s) kept in float: mean {result.mean:.4f}, worst {result.worst:.4f}")
+            if tolerance.holds(result):
+                break
+        else:
+            return None, result
+    return quantize_int8_per_row(fp32, target, kept, standard_ops_only), result

@@ -15,8 +15,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from optimize import measure
+from optimize.guard import Score, Tolerance
 from optimize.quantize import quantize_int8_dynamic
-from optimize.row_int8 import quantize_int8_per_row, quantize_weight, row_int8_nodes
+from optimize.row_int8 import guarded_per_row_int8, quantize_int8_per_row, quantize_weight, row_int8_nodes
 
 WIDTH, HIDDEN, CLASSES, VOCABULARY = 256, 384, 10, 500
 
@@ -209,3 +210,43 @@ def test_onnxruntime_integer_matmul_does_not_saturate_at_the_extremes():
         a = np.random.default_rng(count).choice([0, 1, 255], (count, 384)).astype(np.uint8)
         expected = (a.astype(np.int64) - 128) @ weight.astype(np.int64)
         np.testing.assert_array_equal(session.run(None, {"a": a})[0], expected)
+
+
+@pytest.fixture(scope="module")
+def cosine_score(models):
+    """The MLP's score: cosine to the fp32 logits on held-out rows (mean, worst)."""
+    fp32, _, _ = models["mlp"]
+    inputs = rows(64, seed=8)
+    reference = measure.run(measure.open_session(fp32), inputs)
+
+    def score(path) -> Score:
+        cosines = measure.cosine_to(reference, measure.run(measure.open_session(path), inputs))
+        return Score(float(cosines.mean()), float(cosines.min()))
+
+    return score
+
+
+def test_the_guard_keeps_every_node_int8_when_the_tolerance_holds(models, cosine_score, tmp_path):
+    fp32, _, _ = models["mlp"]
+    step, score = guarded_per_row_int8(fp32, tmp_path / "guarded.onnx", cosine_score, Tolerance(0.99, 0.98),
+                                       tmp_path, log=lambda _: None)
+    assert step.settings["nodes"] == 2 and step.settings["float_nodes"] == ""
+    assert score == cosine_score(tmp_path / "guarded.onnx")
+
+
+def test_the_guard_keeps_the_most_sensitive_node_in_float_until_the_tolerance_holds(models, cosine_score, tmp_path):
+    fp32, row, _ = models["mlp"]
+    everything = cosine_score(row)
+    tolerance = Tolerance(everything.mean + 1e-6, 0)  # just out of reach with every node int8
+    step, score = guarded_per_row_int8(fp32, tmp_path / "guarded.onnx", cosine_score, tolerance, tmp_path,
+                                       log=lambda _: None)
+    assert step is not None and tolerance.holds(score)
+    assert step.settings["nodes"] == 1 and step.settings["float_nodes"] in row_int8_nodes(fp32)
+
+
+def test_the_guard_gives_up_when_one_int8_node_already_misses(models, cosine_score, tmp_path):
+    fp32, _, _ = models["mlp"]
+    step, score = guarded_per_row_int8(fp32, tmp_path / "guarded.onnx", cosine_score, Tolerance(1.0, 1.0),
+                                       tmp_path, log=lambda _: None)
+    assert step is None and score.mean < 1.0
+    assert not (tmp_path / "guarded.onnx").exists()
