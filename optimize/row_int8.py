@@ -16,9 +16,11 @@ rewritten node's output name are kept.
 Choices, measured on AMD EPYC (AVX2, no VNNI), onnxruntime 1.32, one thread:
 - MatMulInteger 640x384 by 384x1536: u8 x s8 5.0 ms, u8 x u8 13.6 ms, s8 x s8
   86 ms (fp32 MatMul 23 ms): activations are uint8 around 128.
-- u8 x s8 is exact even at the extremes (no int16 saturation of AVX2's
-  pairwise sums), so weights keep 8 bits, no reduce_range
-  (tests/optimize/test_row_int8.py checks this on the installed version).
+- Without VNNI, u8 x s8 kernels sum pairs of products in int16
+  (vpmaddubsw) and can saturate: 2 x 255 x 127 > 32767. u8s8_saturates()
+  probes the installed onnxruntime on this CPU once; where it saturates,
+  weights take [-64, 64] (onnxruntime's reduce_range), which cannot. This
+  EPYC (AVX-512 VNNI) is exact at full range.
 - One weight scale per column, not per tensor: MiniLM per-tensor weights
   scored cosine 0.968 mean / 0.944 worst, per column 0.997 / 0.995.
 - The row scale is applied by its own Mul after the column scales. Written as
@@ -29,6 +31,7 @@ Choices, measured on AMD EPYC (AVX2, no VNNI), onnxruntime 1.32, one thread:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -43,6 +46,7 @@ ACTIVATION_ZERO_POINT = 128  # uint8 activations, symmetric around 128
 ACTIVATION_MAX = 127.0
 TINY = 1e-12  # floor on a row's absmax: an all-zero row quantizes to zeros, never to NaN
 CONTRIB_DOMAIN = "com.microsoft"
+FULL_RANGE, REDUCED_RANGE = 127, 64  # int8 weight limits: 2 x 255 x 64 fits in int16, 2 x 255 x 127 does not
 
 
 def row_int8_nodes(model_path: Path) -> list[str]:
@@ -56,6 +60,7 @@ def row_int8_nodes(model_path: Path) -> list[str]:
 
 def quantize_int8_per_row(
     fp32: Path, target: Path, keep_float: tuple[str, ...] = (), standard_ops_only: bool = False,
+    reduce_range: bool | None = None,
 ) -> Step:
     """Rewrite every weight node of `fp32` (but those named in keep_float) to per-row int8; save to target.
 
@@ -64,11 +69,14 @@ def quantize_int8_per_row(
     a_scale is a scalar, so it gets 1 and the row scale follows as a Mul):
     ~13% less time on MiniLM at batch 32 than Cast + Mul, measured on AMD
     EPYC. standard_ops_only keeps the graph to ai.onnx ops, for other runtimes.
+    reduce_range None: weights in [-64, 64] only where this CPU's u8 x s8 saturates.
     """
     import onnx
 
+    reduce_range = u8s8_saturates() if reduce_range is None else reduce_range
+    limit = REDUCED_RANGE if reduce_range else FULL_RANGE
     model = onnx.load(str(fp32))
-    rewritten = _Rewriter(model, fused_rescale=not standard_ops_only).rewrite(set(keep_float))
+    rewritten = _Rewriter(model, fused_rescale=not standard_ops_only, weight_limit=limit).rewrite(set(keep_float))
     if not standard_ops_only and rewritten:
         model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
     onnx.checker.check_model(model)
@@ -76,17 +84,51 @@ def quantize_int8_per_row(
     return Step(name="quantize_int8_per_row", settings={
         "activations": "uint8 per row (per token), zero point 128, scale = row absmax / 127",
         "weights": "int8 symmetric, one scale per output column; embedding tables one scale per row",
+        "weight_range": f"[-{limit}, {limit}]", "reduce_range": reduce_range,
         "rescale": "Cast, Mul (ai.onnx)" if standard_ops_only else f"MatMulIntegerToFloat ({CONTRIB_DOMAIN})",
         "nodes": rewritten, "float_nodes": ",".join(keep_float),
     })
 
 
-def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 with one scale per slice along `axis` reduced away (axis=0: per column of [K, N])."""
+def quantize_weight(weight: np.ndarray, axis: int, limit: int = FULL_RANGE) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 in [-limit, limit], one scale per slice along `axis` reduced away (axis=0: per column
+    of [K, N])."""
     absmax = np.max(np.abs(weight), axis=axis, keepdims=True)
-    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
-    quantized = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+    scale = np.where(absmax > 0, absmax / limit, 1.0).astype(np.float32)
+    quantized = np.clip(np.round(weight / scale), -limit, limit).astype(np.int8)
     return quantized, scale
+
+
+@functools.cache
+def u8s8_saturates() -> bool:
+    """Whether onnxruntime's MatMulInteger (uint8 activations around 128, int8 weights) is inexact at full
+    range on this CPU: AVX2 without VNNI sums product pairs in int16."""
+    return not integer_matmul_is_exact(FULL_RANGE)
+
+
+def integer_matmul_is_exact(weight_limit: int, depth: int = 384) -> bool:
+    """MatMulInteger on extreme values (activations 0, 1 and 255; weights +-weight_limit) against int64."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.choice([-weight_limit, weight_limit], (depth, 64)).astype(np.int8)
+    weight[:, 0] = weight_limit  # all-255 rows against this column saturate any int16 pair sum at full range
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "w", "zero_point"], ["y"])], "extremes",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, ["rows", depth])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, ["rows", 64])],
+        [numpy_helper.from_array(weight, "w"),
+         numpy_helper.from_array(np.array(ACTIVATION_ZERO_POINT, np.uint8), "zero_point")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for rows in (1, 7, 64):
+        a = rng.choice([0, 1, 255], (rows, depth)).astype(np.uint8)
+        a[0] = 255
+        expected = (a.astype(np.int64) - ACTIVATION_ZERO_POINT) @ weight.astype(np.int64)
+        if not np.array_equal(session.run(None, {"a": a})[0], expected):
+            return False
+    return True
 
 
 def _weight_of(node, constants: dict):
@@ -110,6 +152,7 @@ def _attribute(node, name: str, default):
 class _Rewriter:
     model: object
     fused_rescale: bool = True
+    weight_limit: int = FULL_RANGE
     nodes: list = field(default_factory=list)
     initializers: list = field(default_factory=list)
     _quantized: dict = field(default_factory=dict)  # activation name -> (uint8 name, row scale name)
@@ -180,7 +223,7 @@ class _Rewriter:
     def _integer_matmul(self, node, weight: np.ndarray, output: str, column_factor: float = 1.0) -> None:
         """output = (per-row uint8 A) x (int8 weight [K, N]), rescaled to float."""
         quantized, row_scale = self._quantize_rows(node.input[0])
-        int8_weight, column_scale = quantize_weight(weight, axis=0)
+        int8_weight, column_scale = quantize_weight(weight, axis=0, limit=self.weight_limit)
         name = lambda suffix: self._name(node.name or output, suffix)  # noqa: E731
         weight_name = self._constant(name("weight_int8"), int8_weight)
         scale_name = self._constant(name("column_scale"), (column_scale.reshape(-1) * column_factor).astype(np.float32))
@@ -241,7 +284,7 @@ def _drop_unused_initializers(graph) -> None:
 
 def guarded_per_row_int8(
     fp32: Path, target: Path, score_model: Callable[[Path], Score], tolerance: Tolerance, work_dir: Path,
-    log: Callable[[str], None] = print, standard_ops_only: bool = False,
+    log: Callable[[str], None] = print, standard_ops_only: bool = False, reduce_range: bool | None = None,
 ) -> tuple[Step | None, Score]:
     """The accuracy guard (optimize/guard.py) for per-row int8: every weight node first; if the score misses
     the tolerance, rank the nodes by how far each alone lowers it, and keep the most sensitive 1, 2, ...
@@ -249,7 +292,7 @@ def guarded_per_row_int8(
     trial = work_dir / "row-int8-trial.onnx"
 
     def score(keep_float: tuple[str, ...]) -> Score:
-        quantize_int8_per_row(fp32, trial, keep_float, standard_ops_only)
+        quantize_int8_per_row(fp32, trial, keep_float, standard_ops_only, reduce_range)
         return score_model(trial)
 
     nodes, kept = row_int8_nodes(fp32), ()
@@ -266,4 +309,4 @@ def guarded_per_row_int8(
                 break
         else:
             return None, result
-    return quantize_int8_per_row(fp32, target, kept, standard_ops_only), result
+    return quantize_int8_per_row(fp32, target, kept, standard_ops_only, reduce_range), result
