@@ -8,7 +8,10 @@ batch-32 latency (sessions timed in turn, medians), batch-32 throughput
 against fp32, accuracy against fp32 (cosine mean and worst sentence; top-1
 for digits) and batch deviation (largest abs difference between an input
 alone and inside a full batch: for text, every probed sentence alone against
-itself among the 31 longest sentences, i.e. the most padding).
+itself among the 31 longest sentences, i.e. the most padding). Per-row int8
+is built three ways: as optimize/row_int8.py builds it here, with
+onnxruntime's MatMulIntegerToFloat, and with the reduced weight range CPUs
+without VNNI get.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from optimize.row_int8 import quantize_int8_per_row  # noqa: E402
 
 HELD_OUT_SEED = 7  # the optimizer validates on seed 1 and calibrates on seed 2
 BATCH = 32
+PER_ROW_VARIANTS = {  # the default (standard ops, weight range probed on this CPU), and the options
+    "int8_per_row": {},
+    "int8_per_row, MatMulIntegerToFloat": {"contrib_rescale": True},
+    "int8_per_row, weights [-64, 64]": {"reduce_range": True},  # what a CPU without VNNI gets
+}
 
 
 @dataclass
@@ -56,9 +64,11 @@ def session(path: Path, threads: int):
 def build_variants(fp32: Path, work: Path) -> dict[str, Path]:
     prepare(fp32, work / "prepared.onnx")
     quantize_int8_dynamic(work / "prepared.onnx", work / "int8_dynamic.onnx")
-    quantize_int8_per_row(fp32, work / "int8_per_row.onnx")
-    return {"fp32": fp32, "int8_dynamic (per tensor)": work / "int8_dynamic.onnx",
-            "int8_per_row": work / "int8_per_row.onnx"}
+    paths = {"fp32": fp32, "int8_dynamic (per tensor)": work / "int8_dynamic.onnx"}
+    for name, options in PER_ROW_VARIANTS.items():
+        paths[name] = work / f"{name.split(',')[0]}-{len(paths)}.onnx"
+        quantize_int8_per_row(fp32, paths[name], **options)
+    return paths
 
 
 def text_deviation(run, texts: tuple[str, ...], probes: int) -> float:

@@ -97,15 +97,15 @@ def models(tmp_path_factory):
     return built
 
 
-@pytest.mark.parametrize("standard_ops_only, reduce_range", [(False, None), (True, None), (False, True)])
-def test_the_mlp_matches_the_same_integer_arithmetic_in_numpy(models, tmp_path, standard_ops_only, reduce_range):
+@pytest.mark.parametrize("contrib_rescale, reduce_range", [(False, None), (True, None), (False, True)])
+def test_the_mlp_matches_the_same_integer_arithmetic_in_numpy(models, tmp_path, contrib_rescale, reduce_range):
     """onnxruntime (all graph optimizations on) runs exactly what the transform means, with its
-    MatMulIntegerToFloat or with standard ops only: no fusion treats a row scale as one scalar."""
+    standard ops or its MatMulIntegerToFloat: no fusion treats a row scale as one scalar."""
     fp32, _, _ = models["mlp"]
     row = tmp_path / "row.onnx"
-    step = quantize_int8_per_row(fp32, row, standard_ops_only=standard_ops_only, reduce_range=reduce_range)
+    step = quantize_int8_per_row(fp32, row, contrib_rescale=contrib_rescale, reduce_range=reduce_range)
     domains = {n.domain for n in onnx.load(str(row)).graph.node}
-    assert domains == ({""} if standard_ops_only else {"", "com.microsoft"}), step.settings["rescale"]
+    assert domains == ({"", "com.microsoft"} if contrib_rescale else {""}), step.settings["rescale"]
     limit = REDUCED_RANGE if step.settings["reduce_range"] else FULL_RANGE
     assert step.settings["reduce_range"] == (u8s8_saturates() if reduce_range is None else reduce_range)
     weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(fp32)).graph.initializer}
