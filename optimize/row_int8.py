@@ -90,6 +90,36 @@ def quantize_int8_per_row(
     })
 
 
+def guarded_per_row_int8(
+    fp32: Path, target: Path, score_model: Callable[[Path], Score], tolerance: Tolerance, work_dir: Path,
+    log: Callable[[str], None] = print, contrib_rescale: bool = False, reduce_range: bool | None = None,
+) -> tuple[Step | None, Score]:
+    """The accuracy guard (optimize/guard.py) for per-row int8: every weight node first; if the score misses
+    the tolerance, rank the nodes by how far each alone lowers it, and keep the most sensitive 1, 2, ...
+    in float until it holds. (None, last score) when even one node left int8 misses it."""
+    trial = work_dir / "row-int8-trial.onnx"
+
+    def score(keep_float: tuple[str, ...]) -> Score:
+        quantize_int8_per_row(fp32, trial, keep_float, contrib_rescale, reduce_range)
+        return score_model(trial)
+
+    nodes, kept = row_int8_nodes(fp32), ()
+    result = score(kept)
+    log(f"per-row int8, every weight node: mean {result.mean:.4f}, worst {result.worst:.4f} ({tolerance})")
+    if not tolerance.holds(result):
+        alone = {node: score(tuple(n for n in nodes if n != node)).mean for node in nodes}
+        ranked = sorted(nodes, key=alone.__getitem__)
+        for count in range(1, len(ranked)):
+            kept = tuple(ranked[:count])
+            result = score(kept)
+            log(f"per-row int8, {count} node(s) kept in float: mean {result.mean:.4f}, worst {result.worst:.4f}")
+            if tolerance.holds(result):
+                break
+        else:
+            return None, result
+    return quantize_int8_per_row(fp32, target, kept, contrib_rescale, reduce_range), result
+
+
 def quantize_weight(weight: np.ndarray, axis: int, limit: int = FULL_RANGE) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 in [-limit, limit], one scale per slice along `axis` reduced away (axis=0: per column
     of [K, N])."""
@@ -275,38 +305,22 @@ class _Rewriter:
 
 
 def _drop_unused_initializers(graph) -> None:
-    used = {name for node in graph.node for name in node.input}
-    used |= {o.name for o in graph.output}
+    used = _names_used(graph)
     kept = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
 
 
-def guarded_per_row_int8(
-    fp32: Path, target: Path, score_model: Callable[[Path], Score], tolerance: Tolerance, work_dir: Path,
-    log: Callable[[str], None] = print, contrib_rescale: bool = False, reduce_range: bool | None = None,
-) -> tuple[Step | None, Score]:
-    """The accuracy guard (optimize/guard.py) for per-row int8: every weight node first; if the score misses
-    the tolerance, rank the nodes by how far each alone lowers it, and keep the most sensitive 1, 2, ...
-    in float until it holds. (None, last score) when even one node left int8 misses it."""
-    trial = work_dir / "row-int8-trial.onnx"
+def _names_used(graph) -> set[str]:
+    """Every name a node reads, in this graph and in the subgraphs of If/Loop/Scan bodies."""
+    from onnx import helper
 
-    def score(keep_float: tuple[str, ...]) -> Score:
-        quantize_int8_per_row(fp32, trial, keep_float, contrib_rescale, reduce_range)
-        return score_model(trial)
-
-    nodes, kept = row_int8_nodes(fp32), ()
-    result = score(kept)
-    log(f"per-row int8, every weight node: mean {result.mean:.4f}, worst {result.worst:.4f} ({tolerance})")
-    if not tolerance.holds(result):
-        alone = {node: score(tuple(n for n in nodes if n != node)).mean for node in nodes}
-        ranked = sorted(nodes, key=alone.__getitem__)
-        for count in range(1, len(ranked)):
-            kept = tuple(ranked[:count])
-            result = score(kept)
-            log(f"per-row int8, {count} node(s) kept in float: mean {result.mean:.4f}, worst {result.worst:.4f}")
-            if tolerance.holds(result):
-                break
-        else:
-            return None, result
-    return quantize_int8_per_row(fp32, target, kept, contrib_rescale, reduce_range), result
+    used = {o.name for o in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for attribute in node.attribute:
+            value = helper.get_attribute_value(attribute)
+            for subgraph in value if isinstance(value, list) else [value]:
+                if hasattr(subgraph, "node"):
+                    used |= _names_used(subgraph)
+    return used
