@@ -130,8 +130,8 @@ def print_table(title: str, rows: list[Row], metric: str) -> None:
           "batch deviation |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row.name} | {row.size / 1e6:.2f} | {row.size / size:.0%} | {row.latency[1]:.2f} | "
-              f"{row.latency[BATCH]:.2f} | {base / row.latency[BATCH]:.2f}x | "
+        print(f"| {row.name} | {row.size / 1e6:.2f} | {row.size / size:.0%} | {row.latency[1]:.3g} | "
+              f"{row.latency[BATCH]:.3g} | {base / row.latency[BATCH]:.2f}x | "
               f"{row.mean:.4f}{'' if row.worst is None else f' / {row.worst:.4f}'} | {row.deviation:.1e} |")
 
 
