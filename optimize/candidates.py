@@ -3,6 +3,7 @@
 | name | what | needs |
 |---|---|---|
 | int8_dynamic | onnxruntime dynamic int8 (scales per batch at run time) | - |
+| int8_per_row | int8 with one activation scale per row: batch-invariant (optimize/row_int8.py) | - |
 | int8_static | onnxruntime static int8, QDQ, calibrated (fixed scales) | calibration data |
 | pruned | structured pruning (torch-pruning: channels, head dims), fine-tuned, re-exported | PyTorch module, training data |
 | pruned_int8_static | the pruned model, then static int8 | as both |
@@ -65,6 +66,13 @@ def int8_dynamic(ws: Workspace) -> Built:
     step = quantize_int8_dynamic(_prepared(ws, ws.fp32.path), target, s.quantize_per_channel, s.quantize_reduce_range,
                                  weight_type=s.quantize_weight_type)
     return Built(target, [*ws.fp32.steps, step])
+
+
+def int8_per_row(ws: Workspace) -> Built:
+    from optimize.row_int8 import quantize_int8_per_row
+
+    target = ws.work / "int8_per_row.onnx"
+    return Built(target, [*ws.fp32.steps, quantize_int8_per_row(ws.fp32.path, target)])
 
 
 def int8_static(ws: Workspace, base: Built | None = None, name: str = "int8_static") -> Built:
@@ -160,7 +168,7 @@ def _fx_traceable(source: ModelSource) -> bool:
 
 
 BUILDERS: dict[str, Callable[[Workspace], Built]] = {
-    "int8_dynamic": int8_dynamic, "int8_static": int8_static, "pruned": pruned,
+    "int8_dynamic": int8_dynamic, "int8_per_row": int8_per_row, "int8_static": int8_static, "pruned": pruned,
     "pruned_int8_static": pruned_int8_static, "sparse": sparse, "distilled": distilled,
     "torch_int8_static": torch_int8_static, "fp16": fp16,
 }

@@ -22,6 +22,7 @@ from optimize.guard import Score, Tolerance, guarded_int8_plan
 from optimize.kind import Built, Program
 from optimize.manifest import Measurement, Step, TextInput, sha256_of
 from optimize.quantize import Int8Plan, prepare, quantize_int8_dynamic, weight_nodes
+from optimize.row_int8 import guarded_per_row_int8
 from optimize.selection import AccuracyProblem
 from optimize.settings import OptimizeSettings
 from optimize.source import SCORING_BATCH, EmbeddingSource, TextClassifierSource
@@ -138,7 +139,8 @@ class Embedding:
         })
 
     def _int8_candidates(self, fp32: Path, work: Path) -> dict[str, Step]:
-        """int8 with every weight per-tensor (plain dynamic), and the guard's plan when it differs."""
+        """int8 with every weight per-tensor (plain dynamic), per-row int8 (batch-invariant) under its guard, and
+        the dynamic guard's plan when it differs."""
         prepared = work / "prepared.onnx"
         prepare(fp32, prepared)
         nodes = weight_nodes(prepared)
@@ -147,6 +149,12 @@ class Embedding:
         def score(path: Path) -> Score:
             return Score(*self.score(measure.open_session(path)))
 
+        per_row, per_row_score = guarded_per_row_int8(fp32, work / "int8_per_row.onnx", score, self.tolerance, work,
+                                                      self.log)
+        if per_row is None:
+            self.log(f"per-row int8: no plan holds {self.tolerance} (best mean {per_row_score.mean:.4f})")
+        else:
+            built["int8_per_row"] = per_row
         guard = guarded_int8_plan(prepared, nodes, score, self.tolerance, work, self.log)
         if guard.plan is None:
             self.log(f"accuracy guard: no int8 plan holds {self.tolerance} after {guard.tried} trials; "

@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 CANDIDATES = (
-    "int8_dynamic", "int8_static", "pruned", "pruned_int8_static", "sparse", "distilled", "torch_int8_static", "fp16",
+    "int8_dynamic", "int8_per_row", "int8_static", "pruned", "pruned_int8_static", "sparse", "distilled", "torch_int8_static", "fp16",
 )
 # Variants whose speed on a dense runtime is fp32's by construction (unstructured zeros run at full cost): they
 # never ship on speed; their gain is a smaller compressed file only.
@@ -17,7 +17,7 @@ NO_SPEEDUP_CANDIDATES = ("sparse",)
 # Variants made for GPUs: never built in CPU auto mode (their CPU latency says nothing about GPU speed).
 GPU_CANDIDATES = ("fp16",)
 # Variants whose kernels are CPU kernels (onnxruntime int8, PyTorch fbgemm/qnnpack): not for GPU targets.
-CPU_ONLY_CANDIDATES = ("int8_dynamic", "int8_static", "pruned_int8_static", "torch_int8_static")
+CPU_ONLY_CANDIDATES = ("int8_dynamic", "int8_per_row", "int8_static", "pruned_int8_static", "torch_int8_static")
 
 
 class OptimizeSettings(BaseSettings):
@@ -62,7 +62,8 @@ class OptimizeSettings(BaseSettings):
         True, description="embedding models: build and measure int8 candidates (off: ship fp32 at once)"
     )
     candidates: tuple[str, ...] = Field(
-        ("int8_dynamic",), description="candidates to build besides fp32: int8_dynamic, int8_static, pruned, "
+        ("int8_dynamic",), description="candidates to build besides fp32: int8_dynamic, int8_per_row, int8_static, "
+        "pruned, "
         "pruned_int8_static, sparse, distilled, torch_int8_static, fp16 (see optimize/candidates.py)",
     )
     auto: bool = Field(

@@ -92,13 +92,24 @@ def test_the_export_matches_pytorch_within_the_recorded_tolerance(text_artifact)
     assert export.settings["parity_max_abs_diff"] <= export.settings["parity_tolerance"]
 
 
+def test_per_row_int8_is_batch_invariant_and_keeps_the_tolerance(text_artifact):
+    """Its own scale per row: the outlier in the padding row no sentence reads costs nothing, and a sentence's
+    answer does not move with its batch-mates."""
+    manifest, _ = load_verified(text_artifact)
+    per_row = next(c for c in manifest.candidates if c.name == "int8_per_row")
+    assert per_row.measurement.batch_deviation < 1e-5
+    assert per_row.measurement.accuracy >= SETTINGS.cosine_mean_at_least
+    assert per_row.measurement.worst >= SETTINGS.cosine_worst_at_least
+    assert per_row.steps[-1].name == "quantize_int8_per_row"
+
+
 def test_the_guard_escalates_past_plain_int8_and_every_verdict_follows_from_cosine(text_artifact):
     """Plain int8 rounds the table to zero (mean cosine ~0.83 here, far from 0.99); the guard's plan (nodes
     per-channel or kept float) holds, by its own measurement. Which one ships depends on this CPU's timings;
     the verdicts' grounds do not."""
     manifest, _ = load_verified(text_artifact)
     by_name = {c.name: c for c in manifest.candidates}
-    assert list(by_name) == ["fp32", "int8_dynamic", "int8_guarded"]
+    assert list(by_name) == ["fp32", "int8_dynamic", "int8_per_row", "int8_guarded"]
     plain, guarded = by_name["int8_dynamic"], by_name["int8_guarded"]
     assert not plain.accepted and "outside tolerance" in plain.reason
     plan = guarded.steps[-1].settings
