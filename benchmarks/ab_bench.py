@@ -5,7 +5,8 @@
         [--variant NAME KEY=VALUE ... --variant NAME KEY=VALUE ...] [--server-args ARG ...]
 
 Each `--variant` is a name and the environment (OPTISERVE_* settings, or anything else the server reads) of
-one `optiserve serve`; the first variant is the baseline the others are compared with. Without
+one `optiserve serve`, or `ARTIFACT=path` to serve another artifact of the model (an A/B of artifacts, with
+the same name); the first variant is the baseline the others are compared with. Without
 `--variant`, the replicas' own HTTP servers (`OPTISERVE_REPLICA_HTTP=true`, the default) are compared with
 Ray Serve's request path (`false`), through the same HAProxy ingress. Every server runs the whole time (each
 idle while another is measured); cells rotate which variant goes first, so that a machine that drifts
@@ -35,6 +36,9 @@ Variants = dict[str, dict[str, str]]
 REPLICA_HTTP = {"own server": {"OPTISERVE_REPLICA_HTTP": "true"}, "Ray's path": {"OPTISERVE_REPLICA_HTTP": "false"}}
 
 
+ARTIFACT_KEY = "ARTIFACT"  # `--variant NAME ARTIFACT=path`: that variant serves this artifact directory
+
+
 def parse_variant(words: list[str]) -> tuple[str, dict[str, str]]:
     """["name", "KEY=VALUE", ...] as (name, {KEY: VALUE}); a variant with no settings is the default server."""
     name, *settings = words
@@ -61,7 +65,9 @@ def run(model: str, variants: Variants, levels: list[int], repeats: int, seconds
     try:
         for index, (name, environment) in enumerate(variants.items()):
             log = Path(tempfile.gettempdir()) / f"ab_bench_{model}_{index}.log"
-            servers[name] = start_server([artifact], log, *server_args, env=environment)
+            own = dict(environment)
+            served = Path(own.pop(ARTIFACT_KEY, artifact))  # a variant may serve another artifact of the model
+            servers[name] = start_server([served], log, *server_args, env=own)
         urls = {name: f"{server.url}/v2/models/{model}/infer" for name, server in servers.items()}
         for url in urls.values():
             closed_loop(url, bodies, 8, 2.0)  # warm-up
