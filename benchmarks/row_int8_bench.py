@@ -81,6 +81,24 @@ def text_deviation(run, texts: tuple[str, ...], probes: int) -> float:
     return deviation
 
 
+def other_int8(work: Path, tokens, guarded: Path | None) -> dict[str, Path]:
+    """onnxruntime static int8 (QDQ, MinMax, per-channel; calibrated on sentences the optimizer calibrates on,
+    seed 2), and the guarded dynamic int8 of an earlier `make minilm` artifact where one is given."""
+    from optimize.demos.sentences import generate_sentences
+    from optimize.quantize import quantize_int8_static
+
+    calibration = generate_sentences(4 * BATCH, seed=2)
+    width = max(len(tokens.feed([text])["input_ids"][0]) for text in calibration)
+    feeds = [{name: np.pad(array, ((0, 0), (0, width - array.shape[1])))
+              for name, array in tokens.feed(calibration[i : i + BATCH]).items()}
+             for i in range(0, len(calibration), BATCH)]
+    quantize_int8_static(work / "prepared.onnx", work / "int8_static.onnx", feeds)
+    paths = {"int8_static (QDQ, MinMax)": work / "int8_static.onnx"}
+    if guarded is not None:
+        paths["int8 guarded dynamic (earlier make minilm)"] = guarded
+    return paths
+
+
 def minilm_rows(args, work: Path) -> list[Row]:
     from optimize.demos.minilm import minilm_source
     from optimize.demos.sentences import generate_sentences
@@ -92,6 +110,7 @@ def minilm_rows(args, work: Path) -> list[Row]:
     fp32 = work / "minilm-fp32.onnx"
     export_token_model(source.module, tokens.feed(held_out[:2]), fp32, OUTPUT)
     paths = build_variants(fp32, work / "minilm")
+    paths.update(other_int8(work / "minilm", tokens, args.guarded))
     sessions = {name: session(path, args.threads) for name, path in paths.items()}
     reference = embed(sessions["fp32"], tokens, held_out)
     latency = measure.interleaved_latency_ms(sessions, lambda b: tokens.feed(held_out[:b]), (1, BATCH), args.repeats)
@@ -142,6 +161,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds per batch size")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     parser.add_argument("--no-digits", action="store_true", help="MiniLM only")
+    parser.add_argument("--guarded", type=Path, help="an earlier MiniLM artifact's model.onnx (guarded dynamic "
+                        "int8) to time beside the others")
     args = parser.parse_args()
     print(f"{measure.cpu_name()} ({', '.join(cpu_flags())}), {os.cpu_count()} cores, {args.threads} thread(s), "
           f"{datetime.date.today()}, median of {args.repeats} interleaved runs")
