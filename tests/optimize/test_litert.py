@@ -91,12 +91,9 @@ def test_a_session_runs_batches_of_1_and_32_and_back_with_the_same_rows_answered
     again = session.run(None, {"input": test_x[:1]})[0]
     assert alone.shape == (1, 10) and batch.shape == (32, 10)
     np.testing.assert_array_equal(alone, again)
-    # fp32 and full-integer int8 (fixed calibrated scales) answer a row alike in any batch; dynamic-range int8
-    # picks activation scales per batch, so only its top-1 class is held to that.
-    if mode == "dynamic_int8":
-        assert alone.argmax() == batch[0].argmax()
-    else:
-        np.testing.assert_allclose(alone[0], batch[0], atol=1e-5)
+    # fp32 and full-integer int8 use fixed (calibrated) scales; TFLite's dynamic-range int8 quantizes each input
+    # row with its own scale (measured: deviation 0 on digits), so every mode answers a row alike in any batch.
+    np.testing.assert_allclose(alone[0], batch[0], atol=1e-5)
 
 
 def test_the_pruned_stripped_keras_model_converts_in_fp32_and_full_int8(keras_model, digits, tmp_path):
