@@ -81,8 +81,12 @@ class Saturation:
 @pytest.fixture(scope="package")
 def saturation(server, tmp_path_factory) -> Saturation:
     """Measured once: the most this server answers per second on this machine, client included."""
-    run = run_locust(server.url, tmp_path_factory.mktemp("saturation") / "locust",
-                     run_time_s=10, users=SATURATION_USERS)
+    return measure_saturation(server.url, tmp_path_factory.mktemp("saturation") / "locust")
+
+
+def measure_saturation(url: str, out: Path) -> Saturation:
+    """The answers per second of SATURATION_USERS users sending back to back for 10 s."""
+    run = run_locust(url, out, run_time_s=10, users=SATURATION_USERS)
     run.check_nothing_lost()
     assert run.statuses() == {200: len(run.status)}, f"errors while measuring saturation: {run.statuses()}"
     t0 = run.start.min() + 2  # past the first connections

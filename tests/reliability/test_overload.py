@@ -20,10 +20,11 @@ from __future__ import annotations
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from tests.reliability.conftest import OVERLOAD_S, REQUEST_TIMEOUT_MS, paced_users
+from tests.reliability.conftest import OVERLOAD_S, REQUEST_TIMEOUT_MS, Saturation, measure_saturation, paced_users
 from tests.reliability.load import Locust, LoadRun
 from tests.reliability.probe import NO_ANSWER, Probe
 from tests.reliability.replicas import replica_processes
@@ -35,6 +36,7 @@ BEFORE_S, AFTER_S = 8, 13
 RECOVERY_S = 10
 RECOVERED = 0.8  # of the base rate, three seconds running
 REJECT_STATUS = 503
+PROBE_REFUSALS = 10  # at least, during a 3x spike
 FAST_REJECTION_MS = 50  # the target, printed
 REFUSAL_SPEEDUP = 3  # a typical refusal at least this many times quicker than a typical accepted request
 
@@ -55,10 +57,11 @@ class ProbeView:
         return self.ms[self.status == 200]
 
 
-def test_overload_at_3x_saturation(server, saturation, out):
+def _spike(server, saturation: Saturation, out: Path):
+    """Base load, the 3x spike, base load again, with the probe alongside: (locust run, probe, users, replicas'
+    counts of what they answered, what the clients received)."""
     base_users = paced_users(BASE_LOAD * saturation.rps, PER_USER_RPS)
     spike_users = paced_users(OVERLOAD * saturation.rps, PER_USER_RPS)
-    replicas = {process.pid for process in replica_processes(server)}
     before = settled_counts(server)
     locust = Locust(server.url, out, "--user-rps", str(PER_USER_RPS), "--shape", "spike",
                     "--spike-users", str(spike_users), "--spike-at", str(BEFORE_S),
@@ -68,6 +71,22 @@ def test_overload_at_3x_saturation(server, saturation, out):
         run = locust.start().wait()
     counted = answered_between(before, settled_counts(server))
     received = run.statuses() + Counter(probe.rows(-np.inf, np.inf)[0].tolist())  # locust's and the probe's
+    return run, probe, (base_users, spike_users), counted, received
+
+
+def test_overload_at_3x_saturation(server, saturation, out):
+    replicas = {process.pid for process in replica_processes(server)}
+    run, probe, (base_users, spike_users), counted, received = _spike(server, saturation, out)
+    probe_refusals = Counter(probe.rows(-np.inf, np.inf)[0].tolist())[REJECT_STATUS]
+    if probe_refusals < PROBE_REFUSALS:
+        # The probe was (almost) never refused: the spike hardly overloaded the server, so saturation was measured
+        # low (another job loading the machine then). Measured again and spiked once more; the assertions below
+        # hold for that run.
+        print(f"\n{probe_refusals} probe refusals at {OVERLOAD:g}x a saturation of {saturation.rps:.0f} req/s: "
+              "measuring it again")
+        saturation = measure_saturation(server.url, out.with_name("saturation-again"))
+        run, probe, (base_users, spike_users), counted, received = _spike(server, saturation,
+                                                                          out.with_name("locust-again"))
 
     run.check_nothing_lost()
     assert set(run.statuses()) <= {200, REJECT_STATUS}, f"answers other than 200/{REJECT_STATUS}: {run.statuses()}"
@@ -92,7 +111,8 @@ def test_overload_at_3x_saturation(server, saturation, out):
         f"replicas counted {dict(counted)}, the clients received {dict(received)}"
     assert set(seen.status.tolist()) <= {200, REJECT_STATUS}, f"probe: {Counter(seen.status.tolist())}"
     assert NO_ANSWER not in seen.status
-    assert len(seen.refused_ms) >= 10, f"3x saturation, yet the probe was hardly ever refused: {len(seen.refused_ms)}"
+    assert len(seen.refused_ms) >= PROBE_REFUSALS, \
+        f"3x saturation, yet the probe was hardly ever refused: {len(seen.refused_ms)}"
     # Refused before the queue, not after waiting in it. No absolute time is asserted: on 2 shared cores a
     # refusal's tail is the scheduler's (docs/RELIABILITY.md has the measured p99 against the 50 ms target).
     # Asserted instead, measured alongside and so under the same noise: a typical refusal takes a fraction
