@@ -37,7 +37,11 @@ def interleaved_latency_ms(
     repeats: int,
 ) -> dict[str, dict[int, float]]:
     """Median latency per session and batch size, timing the sessions in turn (A B A B ...)."""
-    samples = interleaved_samples(sessions, feed, batch_sizes, repeats)
+    return medians(interleaved_samples(sessions, feed, batch_sizes, repeats))
+
+
+def medians(samples: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, float]]:
+    """Each session's median latency per batch size it was timed at."""
     return {name: {b: round(statistics.median(times), 5) for b, times in by_batch.items() if times}
             for name, by_batch in samples.items()}
 

@@ -14,7 +14,6 @@ models (scoring, candidates, files beside the model) is the kind's
 from __future__ import annotations
 
 import shutil
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -75,13 +74,14 @@ def _measure(kind: Kind, sessions: dict, built: dict[str, Built], settings: Opti
     samples = measure.interleaved_samples(sessions, kind.feed, sizes, repeats, stop_clearly_slower,
                                           first_block=max(10, repeats // settings.timing_blocks))
     speeds = speed.compare(samples, "fp32", settings.timing_blocks, settings.min_speedup, stopped)
+    latencies = measure.medians(samples)
     measurements = {}
     for name, session in sessions.items():
         accuracy, worst = kind.score(session)
         relative = speeds.get(name)
         measurements[name] = Measurement(
             accuracy=accuracy, worst=worst, size_bytes=built[name].path.stat().st_size,
-            latency_ms={b: round(statistics.median(times), 5) for b, times in samples[name].items() if times},
+            latency_ms=latencies[name],
             relative_latency=round(relative.relative, 4) if relative else 1.0,
             relative_latency_range=(round(relative.low, 4), round(relative.high, 4)) if relative else (1.0, 1.0),
             batch_deviation=kind.batch_deviation(session),

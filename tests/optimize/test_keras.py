@@ -11,22 +11,6 @@ FAST_PRUNING = PruningSettings(final_sparsity=0.75, end_step=200, frequency=100,
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from optimize.demos.digits import load_split
-
-    return load_split()
-
-
-@pytest.fixture(scope="module")
-def keras_model(digits):
-    for module in ("tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2onnx"):
-        pytest.importorskip(module, reason=missing_tf_message(module))
-    from optimize.demos.keras_digits import train_keras_classifier
-
-    return train_keras_classifier(digits[0], digits[1])
-
-
-@pytest.fixture(scope="module")
 def pruned(keras_model, digits):
     from optimize.keras_source import prune_keras
 

@@ -6,25 +6,7 @@ import numpy as np
 import pytest
 
 from optimize.export import ParityError
-from optimize.keras_source import PruningSettings, missing_tf_message
-
-FAST_PRUNING = PruningSettings(final_sparsity=0.75, end_step=200, frequency=100, epochs=10)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from optimize.demos.digits import load_split
-
-    return load_split()
-
-
-@pytest.fixture(scope="module")
-def keras_model(digits):
-    for module in ("tensorflow", "tf_keras", "tensorflow_model_optimization", "tf2onnx"):
-        pytest.importorskip(module, reason=missing_tf_message(module))
-    from optimize.demos.keras_digits import train_keras_classifier
-
-    return train_keras_classifier(digits[0], digits[1])  # seeded inside (keras.utils.set_random_seed)
+from tests.optimize.test_keras import FAST_PRUNING
 
 
 @pytest.fixture(scope="module")
