@@ -105,10 +105,10 @@ def _onnx_file_source(model_file: Path, data: str, name: str, version: str) -> M
         check_fits(feed[model_input.name], model_input.name, shape, np.dtype(ORT_DTYPES[model_input.type]))
     dynamic = {model_input.name: {axis: str(d) for axis, d in enumerate(model_input.shape) if axis and not
                                   isinstance(d, int)} for model_input in model_inputs}
-    example = {key: array[:1] for key, array in feed.items()}
     if len(names) == 1:
         return ModelSource(name, version, None, feed[names[0]][:1], feed[names[0]], labels, input_name=names[0],
                            output_name=output.name, onnx_file=model_file, dynamic_axes=dynamic)
+    example = {key: array[:1] for key, array in feed.items()}
     return ModelSource(name, version, None, example, feed, labels, output_name=output.name, onnx_file=model_file,
                        dynamic_axes=dynamic)
 

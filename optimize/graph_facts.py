@@ -31,6 +31,6 @@ def id_ranges(model_path: Path) -> dict[str, tuple[int, int]]:
         table, indices = node.input[0], node.input[1]
         axis = next((attribute.i for attribute in node.attribute if attribute.name == "axis"), 0)
         if indices in integer_inputs and table in tables and axis == 0:
-            rows = tables[table]
-            ranges[indices] = (0, min(rows, ranges.get(indices, (0, rows))[1] + 1) - 1)
+            highest = tables[table] - 1
+            ranges[indices] = (0, min(highest, ranges.get(indices, (0, highest))[1]))
     return ranges
