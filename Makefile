@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[torch,test,tf]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[torch,test,tf,litert,litert-torch]"
 	touch $@
 
 test: $(INSTALLED)

@@ -27,7 +27,7 @@ ORT_DATATYPES = {
     "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int16)": "INT16",
     "tensor(int8)": "INT8", "tensor(uint8)": "UINT8", "tensor(bool)": "BOOL", "tensor(string)": "BYTES",
 }
-RUNTIMES = {".onnx": "onnxruntime", ".pt": "torchscript", ".pt2": "torch_export"}
+RUNTIMES = {".onnx": "onnxruntime", ".pt": "torchscript", ".pt2": "torch_export", ".tflite": "litert"}
 TOOLS = ("optiserve", "torch", "onnx", "onnxruntime", "numpy")
 
 

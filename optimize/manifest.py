@@ -129,9 +129,9 @@ class Manifest(_Strict):
     format_version: int = FORMAT_VERSION
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    runtime: Literal["onnxruntime", "torchscript", "torch_export"] = Field(
-        "onnxruntime", description="what runs model_file: onnxruntime (.onnx), PyTorch's TorchScript (.pt) "
-        "or a torch.export program (.pt2)",
+    runtime: Literal["onnxruntime", "torchscript", "torch_export", "litert"] = Field(
+        "onnxruntime", description="what runs model_file: onnxruntime (.onnx), PyTorch's TorchScript (.pt), "
+        "a torch.export program (.pt2) or LiteRT with XNNPACK (.tflite; one input, mapped by position)",
     )
     target: Literal["cpu", "gpu"] = Field(
         "cpu", description="the device the artifact was optimized for; gpu artifacts (fp16) are served on a GPU "

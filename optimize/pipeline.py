@@ -98,6 +98,6 @@ def _ship(kind: Kind, built: Built, settings: OptimizeSettings, out_dir: Path) -
         program = kind.program()
         step = export_program(program.module, program.example_inputs, program.dynamic_shapes, out_dir / PROGRAM_FILE)
         return PROGRAM_FILE, [*built.steps, step]
-    model_file = "model.pt" if built.path.suffix == ".pt" else "model.onnx"
+    model_file = f"model{built.path.suffix}"  # .onnx, .pt (TorchScript) or .tflite (LiteRT)
     shutil.copyfile(built.path, out_dir / model_file)
     return model_file, built.steps
