@@ -7,14 +7,13 @@ post-training recipe: a representative dataset of validation rows calibrates
 every activation, and only int8 builtin ops are allowed; the model still
 takes and returns float32, so callers feed it like the fp32 model.
 
-`TFLiteSession` offers the slice of onnxruntime's InferenceSession API the
-optimizer uses (`run`, `get_inputs`, `get_outputs`), so optimize/measure.py can
-time it beside onnxruntime sessions. TensorFlow is imported inside functions.
+Each file is checked through `TFLiteSession` (optimize/tflite_session.py):
+LiteRT with XNNPACK, the runtime that serves it. TensorFlow is imported inside
+functions.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +21,11 @@ import numpy as np
 from optimize.export import ParityError
 from optimize.keras_source import import_tf
 from optimize.manifest import Step
-from optimize.torch_quantize import NodeInfo
+from optimize.tflite_session import TFLiteSession
 
 MODES = ("fp32", "dynamic_int8", "full_int8")
 FP32_TOLERANCE = 1e-4  # max abs difference to Keras, as for the ONNX export
 MIN_INT8_TOP1_AGREEMENT = 0.97  # share of held-out rows whose arg-max matches Keras in the int8 modes
-ONNX_TYPE_NAMES = {"float32": "float", "float64": "double"}  # as onnxruntime names them
 REPRESENTATIVE_ROWS = 100  # TensorFlow's recipe calibrates on about a hundred samples
 
 
@@ -104,60 +102,3 @@ def _check_parity(mode: str, difference: float, agreement: float | None) -> None
     if mode != "fp32" and agreement is not None and not agreement >= MIN_INT8_TOP1_AGREEMENT:
         raise ParityError(f"tflite {mode} agrees with Keras on the top-1 class of {agreement:.1%} of held-out "
                           f"rows, expected at least {MIN_INT8_TOP1_AGREEMENT:.0%}")
-
-
-class TFLiteSession:
-    """The slice of onnxruntime's InferenceSession API the optimizer uses, over a one-input .tflite model.
-
-    The input tensor is resized to each batch's shape (`resize_tensor_input`
-    then `allocate_tensors`) only when the shape changes, so repeated batches
-    of one size pay nothing for it. Inputs and outputs are named after their
-    tensors, without TensorFlow's `serving_default_` prefix and `:0` suffix.
-    """
-
-    def __init__(self, path: Path, num_threads: int | None = None):
-        tf = import_tf().tf
-        with warnings.catch_warnings():  # TF 2.21 warns that tf.lite.Interpreter moves to ai_edge_litert
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
-            self._interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
-        self._interpreter.allocate_tensors()
-        inputs = self._interpreter.get_input_details()
-        if len(inputs) != 1:
-            raise ValueError(f"tflite model {path}: expected one input, got {len(inputs)}")
-        self._input = inputs[0]
-        self._outputs = self._interpreter.get_output_details()
-        self._shape: tuple[int, ...] | None = None
-
-    def run(self, _names, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        name = self.get_inputs()[0].name
-        if name not in feed:
-            raise KeyError(f"tflite feed: expected input {name!r}, got {sorted(feed)}")
-        batch = np.ascontiguousarray(feed[name], dtype=np.float32)
-        self._resize_to(batch.shape)
-        self._interpreter.set_tensor(self._input["index"], batch)
-        self._interpreter.invoke()
-        return [self._interpreter.get_tensor(output["index"]).copy() for output in self._outputs]
-
-    def _resize_to(self, shape: tuple[int, ...]) -> None:
-        if shape == self._shape:
-            return
-        self._interpreter.resize_tensor_input(self._input["index"], list(shape), strict=True)
-        self._interpreter.allocate_tensors()
-        self._shape = shape
-
-    def get_inputs(self) -> list[NodeInfo]:
-        return [_node(self._input)]
-
-    def get_outputs(self) -> list[NodeInfo]:
-        return [_node(output) for output in self._outputs]
-
-
-def _node(details: dict) -> NodeInfo:
-    signature = [int(d) for d in details["shape_signature"]]
-    shape = ["batch" if i == 0 and d == -1 else d for i, d in enumerate(signature)]
-    dtype = np.dtype(details["dtype"]).name
-    return NodeInfo(_clean_name(details["name"]), f"tensor({ONNX_TYPE_NAMES.get(dtype, dtype)})", shape)
-
-
-def _clean_name(name: str) -> str:
-    return name.removeprefix("serving_default_").split(":")[0]
