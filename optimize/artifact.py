@@ -57,7 +57,7 @@ def write_artifact(out_dir: Path, source, metric: str, shipped: Shipped, candida
     """Assemble the manifest, write it and the report next to the model; return the manifest."""
     manifest = Manifest(
         name=source.name, version=source.version, sha256=sha256_of(out_dir / shipped.model_file),
-        runtime=RUNTIMES[Path(shipped.model_file).suffix], model_file=shipped.model_file, target=settings.target,
+        runtime=runtime_of(Path(shipped.model_file)), model_file=shipped.model_file, target=settings.target,
         tensorrt=extras.tensorrt, text_input=extras.text_input,
         inputs=tensor_specs(shipped.session.get_inputs(), _id_ranges(out_dir / shipped.model_file)),
         outputs=tensor_specs(shipped.session.get_outputs()),
@@ -72,6 +72,11 @@ def write_artifact(out_dir: Path, source, metric: str, shipped: Shipped, candida
     report = write_report(manifest, out_dir)
     log(f"report: {', '.join(path.name for path in report)}")
     return manifest
+
+
+def runtime_of(model_file: Path) -> str:
+    """The runtime that runs a model file, by its suffix (Manifest.runtime)."""
+    return RUNTIMES[Path(model_file).suffix]
 
 
 def tensor_specs(nodes, id_ranges: dict[str, tuple[int, int]] | None = None) -> tuple[TensorSpec, ...]:

@@ -11,6 +11,9 @@
 | distilled | a smaller student (default: the pruned teacher) trained on soft targets | PyTorch module, training data |
 | torch_int8_static | PyTorch's static int8 (FX, x86/qnnpack), as TorchScript | PyTorch module |
 | fp16 | fp16 weights and compute, FP32 inputs and outputs (GPU target; optimize/gpu.py) | - |
+| tflite_fp32 | LiteRT (.tflite, XNNPACK), fp32 (optimize/litert_candidates.py) | Keras model or PyTorch module |
+| tflite_dynamic_int8 | LiteRT, int8 weights, activations quantized per row at run time | as tflite_fp32 |
+| tflite_int8 | LiteRT, full-integer int8, calibrated on validation rows | as tflite_fp32 |
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import numpy as np
 from optimize.export import EXPORTERS, OPSET, example_tensors, export_checked
 from optimize.feeds import resize_rows, row_count, take_rows
 from optimize.kind import Built
+from optimize.litert_candidates import MODES as TFLITE_MODES
+from optimize.litert_candidates import build_tflite, tflite_obstacle
 from optimize.manifest import Step
 from optimize.prune import CRITERION, count_parameters, gzip_size, magnitude_prune, pruning_obstacle, structured_prune
 from optimize.quantize import prepare, quantize_int8_dynamic, quantize_int8_static
@@ -47,6 +52,8 @@ class Workspace:
 
 def not_applicable(name: str, source: ModelSource) -> str | None:
     """Why a candidate cannot be built for this source, or None."""
+    if name in TFLITE_MODES:
+        return tflite_obstacle(source)
     needs_module = name in ("pruned", "pruned_int8_static", "sparse", "distilled", "torch_int8_static")
     if needs_module and source.model_format == "onnx":
         return "needs a PyTorch module (the model came as an ONNX file)"
@@ -171,6 +178,7 @@ BUILDERS: dict[str, Callable[[Workspace], Built]] = {
     "int8_dynamic": int8_dynamic, "int8_per_row": int8_per_row, "int8_static": int8_static, "pruned": pruned,
     "pruned_int8_static": pruned_int8_static, "sparse": sparse, "distilled": distilled,
     "torch_int8_static": torch_int8_static, "fp16": fp16,
+    **{name: (lambda ws, name=name: build_tflite(ws, name)) for name in TFLITE_MODES},
 }
 
 

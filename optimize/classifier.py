@@ -17,6 +17,7 @@ import numpy as np
 from optimize import measure
 from optimize.artifact import Extras
 from optimize.candidates import BUILDERS, Workspace, not_applicable
+from optimize.litert_candidates import CandidateSkipped
 from optimize.export import OPSET, describe_dynamic_axes, dynamic_shapes, example_tensors, export_checked, exporter_name
 from optimize.kind import Built, Program
 from optimize.manifest import Measurement, Step
@@ -85,17 +86,27 @@ class Classifier:
                 self.log(f"{name}: skipped, {reason}")
                 continue
             self.log(f"{name}: building")
-            workspace.built[name] = BUILDERS[name](workspace)
+            try:
+                workspace.built[name] = BUILDERS[name](workspace)
+            except CandidateSkipped as why:
+                self.log(f"{name}: skipped, {why}")
         return workspace.built
 
     def open(self, path: Path):
-        """An onnxruntime session, or for a TorchScript candidate an adapter with the same API."""
-        if path.suffix != ".pt":
-            return measure.open_session(path)
-        from optimize.torch_quantize import TorchScriptSession
-
+        """An onnxruntime session, or for a TorchScript or LiteRT candidate an adapter with the same API, which
+        answers to the fp32 export's input and output names."""
+        threads = self.settings.timing_threads
+        if path.suffix not in (".pt", ".tflite"):
+            return measure.open_session(path, threads)
         source = self.source
         fp32 = measure.open_session(path.with_name("fp32.onnx"))
+        if path.suffix == ".tflite":
+            from optimize.tflite_session import TFLiteSession
+
+            return TFLiteSession(path, threads, input_names=[source.input_name],
+                                 output_names=[output.name for output in fp32.get_outputs()])
+        from optimize.torch_quantize import TorchScriptSession
+
         classes = int(measure.run(fp32, source.example_input[:1]).shape[1])  # one input: torch_int8_static
         return TorchScriptSession(path, source.input_name, source.output_name, source.example_input.shape[1:], classes)
 

@@ -95,7 +95,7 @@ class Embedding:
         return {name: Built(work / f"{name}.onnx", [*fp32.steps, step]) for name, step in steps.items()}
 
     def open(self, path: Path):
-        return measure.open_session(path)
+        return measure.open_session(path, self.settings.timing_threads)
 
     def feed(self, batch_size: int) -> dict[str, np.ndarray]:
         texts = self.source.validation_texts

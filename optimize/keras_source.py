@@ -168,7 +168,7 @@ def keras_source(
 
     output_name = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).get_outputs()[0].name
     return ModelSource(name, version, None, inputs[:1], inputs, labels, input_name=INPUT_NAME, output_name=output_name,
-                       onnx_file=onnx_file, prior_steps=tuple(steps))
+                       onnx_file=onnx_file, prior_steps=tuple(steps), keras_model=model)
 
 
 def _validation(data, model) -> tuple[np.ndarray, np.ndarray]:

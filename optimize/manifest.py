@@ -115,10 +115,14 @@ class Measurement(_Strict):
     )
 
 
+Runtime = Literal["onnxruntime", "torchscript", "torch_export", "litert"]
+
+
 class Candidate(_Strict):
     """A variant the optimizer built and measured, and whether it shipped."""
 
     name: str
+    runtime: Runtime = Field("onnxruntime", description="what ran it when it was measured, as Manifest.runtime")
     measurement: Measurement
     accepted: bool
     reason: str
@@ -129,7 +133,7 @@ class Manifest(_Strict):
     format_version: int = FORMAT_VERSION
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    runtime: Literal["onnxruntime", "torchscript", "torch_export", "litert"] = Field(
+    runtime: Runtime = Field(
         "onnxruntime", description="what runs model_file: onnxruntime (.onnx), PyTorch's TorchScript (.pt), "
         "a torch.export program (.pt2) or LiteRT with XNNPACK (.tflite; one input, mapped by position)",
     )

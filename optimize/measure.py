@@ -13,9 +13,12 @@ import onnxruntime as ort
 from optimize.feeds import Feed, resize_rows, row_count, take_rows
 
 
-def open_session(path: Path) -> ort.InferenceSession:
+def open_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session on `threads` intra-op threads (None: onnxruntime's default, one per core)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from optimize import measure, speed
-from optimize.artifact import Shipped, write_artifact
+from optimize.artifact import Shipped, runtime_of, write_artifact
 from optimize.dispatch import kind_for
 from optimize.kind import Built, Kind
 from optimize.manifest import Manifest, Measurement, Step
@@ -42,7 +42,7 @@ def optimize_model(source, out_dir: Path, settings: OptimizeSettings, log: Calla
         built = {"fp32": fp32, **kind.build_candidates(fp32, work)}
         sessions = {name: kind.open(b.path) for name, b in built.items()}
         measurements, speeds = _measure(kind, sessions, built, settings, log)
-        candidates = [c.model_copy(update={"steps": tuple(built[c.name].steps)})
+        candidates = [c.model_copy(update={"steps": tuple(built[c.name].steps), "runtime": runtime_of(built[c.name].path)})
                       for c in judge(measurements, kind.accuracy_problem, settings, speeds)]
         for candidate in candidates:
             log(describe_candidate(candidate))

@@ -55,17 +55,18 @@ def _markdown(manifest: Manifest, data: dict) -> str:
         f"# {manifest.name} {manifest.version}: optimize report", "",
         f"Measured on {manifest.machine} (flags: {', '.join(data['cpu_flags']) or 'unknown'}), {manifest.created_at}.",
         f"Shipped: **{data['shipped']}**. Batch deviation of the shipped model: {manifest.batch_deviation:.2e}.", "",
-        f"| candidate | {manifest.metric} (mean) | worst | " + " | ".join(f"ms @ b{b}" for b in sizes)
-        + " | size MB | verdict |",
-        "|---|---|---|" + "---|" * len(sizes) + "---|---|",
+        f"| candidate | runtime | {manifest.metric} (mean) | worst | " + " | ".join(f"ms @ b{b}" for b in sizes)
+        + " | size MB | batch deviation | verdict |",
+        "|---|---|---|---|" + "---|" * len(sizes) + "---|---|---|",
     ]
     for candidate in manifest.candidates:
         m = candidate.measurement
         worst = "" if m.worst is None else f"{m.worst:.4f}"
         timings = " | ".join(f"{m.latency_ms[b]:.3f}" if b in m.latency_ms else "not timed" for b in sizes)
         verdict = ("accepted" if candidate.accepted else "rejected") + f": {candidate.reason}"
-        lines.append(f"| {candidate.name} | {m.accuracy:.4f} | {worst} | {timings} | "
-                     f"{m.size_bytes / 1e6:.2f} | {verdict} |")
+        deviation = "" if m.batch_deviation is None else f"{m.batch_deviation:.1e}"
+        lines.append(f"| {candidate.name} | {candidate.runtime} | {m.accuracy:.4f} | {worst} | {timings} | "
+                     f"{m.size_bytes / 1e6:.2f} | {deviation} | {verdict} |")
     lines += ["", "Latencies are medians of runs interleaved with fp32's. A candidate ships only if it is faster "
               "than fp32 beyond the measured spread (optimize/speed.py; docs/optimizing.md) and slower at no batch "
               "size; a clearly slower one is timed no further.",

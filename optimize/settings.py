@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CANDIDATES = (
     "int8_dynamic", "int8_per_row", "int8_static", "pruned", "pruned_int8_static", "sparse", "distilled", "torch_int8_static", "fp16",
+    "tflite_fp32", "tflite_dynamic_int8", "tflite_int8",
 )
 # Variants whose speed on a dense runtime is fp32's by construction (unstructured zeros run at full cost): they
 # never ship on speed; their gain is a smaller compressed file only.
@@ -17,7 +18,8 @@ NO_SPEEDUP_CANDIDATES = ("sparse",)
 # Variants made for GPUs: never built in CPU auto mode (their CPU latency says nothing about GPU speed).
 GPU_CANDIDATES = ("fp16",)
 # Variants whose kernels are CPU kernels (onnxruntime int8, PyTorch fbgemm/qnnpack): not for GPU targets.
-CPU_ONLY_CANDIDATES = ("int8_dynamic", "int8_per_row", "int8_static", "pruned_int8_static", "torch_int8_static")
+CPU_ONLY_CANDIDATES = ("int8_dynamic", "int8_per_row", "int8_static", "pruned_int8_static", "torch_int8_static",
+                       "tflite_fp32", "tflite_dynamic_int8", "tflite_int8")
 
 
 class OptimizeSettings(BaseSettings):
@@ -58,13 +60,18 @@ class OptimizeSettings(BaseSettings):
         1.5, gt=1, description="CPU target: a candidate whose median latency is more than this multiple of fp32's "
         "after the first block of runs at any batch size is rejected and timed no further",
     )
+    timing_threads: int = Field(
+        1, ge=1, description="threads each candidate runs on while it is timed (onnxruntime intra-op, LiteRT): "
+        "the server's intra_op_threads, one per replica by default, so a candidate is chosen at the speed it "
+        "serves at",
+    )
     int8_candidates: bool = Field(
         True, description="embedding models: build and measure int8 candidates (off: ship fp32 at once)"
     )
     candidates: tuple[str, ...] = Field(
         ("int8_dynamic",), description="candidates to build besides fp32: int8_dynamic, int8_per_row, int8_static, "
-        "pruned, "
-        "pruned_int8_static, sparse, distilled, torch_int8_static, fp16 (see optimize/candidates.py)",
+        "pruned, pruned_int8_static, sparse, distilled, torch_int8_static, fp16, and on LiteRT tflite_fp32, "
+        "tflite_dynamic_int8, tflite_int8 (see optimize/candidates.py)",
     )
     auto: bool = Field(
         False, description="build every candidate that applies, time each at batch sizes 1..serving_max_batch_size, "
@@ -150,5 +157,10 @@ class OptimizeSettings(BaseSettings):
         """Auto mode: powers of two from 1 to the serving maximum (and the maximum itself)."""
         if not self.auto:
             return self.latency_batch_sizes
+        return self.serving_batch_sizes
+
+    @property
+    def serving_batch_sizes(self) -> tuple[int, ...]:
+        """Powers of two from 1 below serving_max_batch_size, and the maximum itself."""
         sizes = [1 << k for k in range(self.serving_max_batch_size.bit_length()) if 1 << k < self.serving_max_batch_size]
         return (*sizes, self.serving_max_batch_size)

@@ -54,6 +54,7 @@ class ModelSource:
     dynamic_axes: dict[str, dict[int, str]] | None = None  # besides axis 0 of every input (the batch)
     student: "torch.nn.Module | None" = None  # distillation; default: the model with 75% of hidden units removed
     prior_steps: tuple[Step, ...] = ()  # what was done before the optimizer got the model (e.g. Keras pruning)
+    keras_model: object | None = None  # the Keras model `onnx_file` came from: LiteRT candidates convert it
     # The score every candidate is judged by: metric(outputs, validation_labels), higher is better.
     # None: top-1 accuracy of the outputs' argmax against class-index labels.
     metric: "Callable[[np.ndarray, np.ndarray], float] | None" = None
