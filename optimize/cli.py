@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from optimize.settings import CANDIDATES
+
 # OptimizeSettings fields with a flag of their own (the flag is the field's name with dashes); the rest are
 # OPTISERVE_OPTIMIZE_* environment variables only.
 SETTINGS_FLAGS = {name: f"--{name.replace('_', '-')}" for name in (
@@ -32,8 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "this machine, ship the fastest within tolerance that is faster than fp32 beyond the "
                              "measured spread (optimize/speed.py)")
     parser.add_argument("--candidates", nargs="+", default=None,
-                        help="candidates to build besides fp32 (default int8_dynamic): int8_dynamic int8_static "
-                             "pruned pruned_int8_static sparse distilled torch_int8_static fp16")
+                        help=f"candidates to build besides fp32 (default int8_dynamic): {' '.join(CANDIDATES)}")
     parser.add_argument("--accept-batch-deviation", action="store_true", default=None,
                         help="let a candidate whose answers move with their batch (dynamic int8) win over "
                              "batch-invariant ones")
