@@ -1,0 +1,216 @@
+"""PyTorch modules to TensorFlow Lite (LiteRT) through litert-torch: fp32, dynamic-range int8 and full-integer int8.
+
+litert-torch 0.10 cannot export a dynamic batch axis, so the file holds one signature per batch size
+(`batch_1`, `batch_2`, ...; the weights are shared between them), and TFLiteSession (optimize/tflite_session.py)
+answers n rows with the smallest signature that holds them. ai-edge-quantizer quantizes the fp32 file:
+`dynamic_wi8_afp32` (int8 weights, activations quantized on the fly) or `static_wi8_ai8` (full integer,
+calibrated on validation rows, with int8 inputs and outputs that TFLiteSession quantizes and dequantizes).
+Each file is checked against the module on held-out rows before it is accepted, as optimize/litert.py
+checks Keras.
+
+Calibration feeds every signature the same rows, each batch one row repeated to the signature's size:
+ai-edge-quantizer keeps a moving average of each batch's min/max, so identical sequences give every
+signature identical scales, and a row is answered alike in a batch of any size.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import warnings
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from optimize.export import ParityError
+from optimize.litert import FP32_TOLERANCE, MIN_INT8_TOP1_AGREEMENT, MODES, REPRESENTATIVE_ROWS
+from optimize.manifest import Step
+from optimize.tflite_session import TFLiteSession, import_interpreter
+
+RECIPES = {"dynamic_int8": "dynamic_wi8_afp32", "full_int8": "static_wi8_ai8"}  # ai_edge_quantizer.recipe names
+INSTALL_HINT = "install it with: pip install .[litert-torch]"
+
+
+class LiteRTConversionError(ValueError):
+    """litert-torch could not convert the module; the candidate builder skips the candidate with this message."""
+
+
+def torch_to_tflite(module, example_row: np.ndarray, path: Path, mode: str, check_inputs: np.ndarray,
+                    calibration_inputs: np.ndarray | None, batch_sizes: tuple[int, ...],
+                    converted_fp32: Path | None = None) -> Step:
+    """Convert `module` to `path` in `mode` with one signature per batch size, check it on `check_inputs`.
+
+    `example_row` is one input row (a leading batch axis of 1 is accepted too); `calibration_inputs`
+    (validation rows, at most REPRESENTATIVE_ROWS used) are required for full_int8. The int8 modes
+    quantize `converted_fp32` (an fp32 file this function wrote for the same module and batch sizes)
+    when given, instead of converting again. Raises LiteRTConversionError where litert-torch cannot
+    convert the module and ParityError where the file computes something else than the module.
+    """
+    sizes = _check_arguments(mode, calibration_inputs, batch_sizes)
+    path, reference = Path(path), copy.deepcopy(module).eval()  # converted and compared in eval mode
+    row = _one_row(example_row, check_inputs)
+    settings: dict = {"api": "litert_torch.convert", "mode": mode, "quantizer": None,
+                      "signatures": " ".join(f"batch_{n}" for n in sizes), "calibration_rows": None}
+    if mode == "fp32":
+        _convert_fp32(reference, row, path, sizes)
+    elif converted_fp32 is not None:
+        settings.update(_quantize(Path(converted_fp32), path, mode, calibration_inputs, sizes))
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            _convert_fp32(reference, row, Path(folder) / "fp32.tflite", sizes)
+            settings.update(_quantize(Path(folder) / "fp32.tflite", path, mode, calibration_inputs, sizes))
+    session = TFLiteSession(path)
+    got = session.run(None, {session.get_inputs()[0].name: np.asarray(check_inputs)})[0]
+    difference, agreement = _compare(_torch_outputs(reference, check_inputs), got)
+    _check_parity(mode, difference, agreement)
+    return Step(name="convert_tflite", settings={
+        **settings, "io_type": "int8" if mode == "full_int8" else "float32",
+        "max_abs_diff_to_torch": difference, "top1_agreement_with_torch": agreement, "bytes": path.stat().st_size,
+    })
+
+
+def _check_arguments(mode: str, calibration_inputs: np.ndarray | None, batch_sizes: tuple[int, ...]) -> list[int]:
+    if mode not in MODES:
+        raise ValueError(f"tflite mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "full_int8" and (calibration_inputs is None or len(calibration_inputs) == 0):
+        raise ValueError("tflite full_int8: expected calibration_inputs (validation rows) to calibrate "
+                         "activations, got none")
+    if not batch_sizes or any(not isinstance(n, int) or n < 1 for n in batch_sizes):
+        raise ValueError(f"tflite batch_sizes: expected positive integers, got {batch_sizes!r}")
+    return sorted(set(batch_sizes))
+
+
+def _one_row(example_row: np.ndarray, check_inputs: np.ndarray) -> np.ndarray:
+    row, row_shape = np.asarray(example_row), tuple(np.shape(check_inputs)[1:])
+    if row.shape == (1, *row_shape):
+        return row[0]
+    if row.shape != row_shape:
+        raise ValueError(f"tflite example_row: expected shape {list(row_shape)} (one row of the check inputs), "
+                         f"got {list(row.shape)}")
+    return row
+
+
+def _import_litert_torch():
+    try:
+        import litert_torch
+    except ImportError as error:
+        raise ImportError(f"converting PyTorch modules to .tflite needs litert-torch; {INSTALL_HINT}") from error
+    return litert_torch
+
+
+@contextmanager
+def _quiet_conversion(litert_torch):
+    """litert-torch's progress lines off (its documented config flag) and torch.export's deprecation warnings."""
+    shown = litert_torch.config.show_progress
+    litert_torch.config.show_progress = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        litert_torch.config.show_progress = shown
+
+
+def _convert_fp32(module, row: np.ndarray, path: Path, sizes: list[int]) -> None:
+    import torch
+
+    litert_torch = _import_litert_torch()
+    converter = litert_torch.Converter()
+    for n in sizes:
+        converter.signature(f"batch_{n}", module, (torch.from_numpy(np.repeat(row[None], n, axis=0)),))
+    with _quiet_conversion(litert_torch):
+        try:
+            edge_model = converter.convert()
+        except Exception as error:  # torch.export and the JAX/MLIR lowering raise many types, all "cannot convert"
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise LiteRTConversionError(
+                f"PyTorch module {type(module).__name__} (signatures batch_{sizes[0]}..batch_{sizes[-1]}, row shape "
+                f"{list(row.shape)}): litert-torch {litert_torch.__version__} could not convert it: {first_line}"
+            ) from error
+        edge_model.export(str(path))
+
+
+def _quantize(fp32_path: Path, path: Path, mode: str, calibration_inputs: np.ndarray | None,
+              sizes: list[int]) -> dict:
+    try:
+        import ai_edge_quantizer
+        from ai_edge_quantizer import recipe
+    except ImportError as error:
+        raise ImportError(f"int8 .tflite from PyTorch needs ai-edge-quantizer; {INSTALL_HINT}") from error
+    inputs = _signature_inputs(fp32_path)
+    if sorted(inputs) != sizes:
+        raise ValueError(f"tflite converted_fp32 {fp32_path}: expected signatures for batch sizes {sizes}, "
+                         f"got {sorted(inputs)}")
+    quantizer = ai_edge_quantizer.Quantizer(str(fp32_path))
+    quantizer.load_quantization_recipe(getattr(recipe, RECIPES[mode])())
+    calibration, rows = None, None
+    with _quiet_quantizer():
+        if mode == "full_int8":
+            rows = np.asarray(calibration_inputs, dtype=np.float32)[:REPRESENTATIVE_ROWS]
+            calibration = quantizer.calibrate(_calibration_data(inputs, rows))
+        result = quantizer.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
+    result.export_model(str(path), overwrite=True)
+    return {"quantizer": f"ai-edge-quantizer {metadata.version('ai-edge-quantizer')} {RECIPES[mode]}",
+            "calibration_rows": None if rows is None else len(rows)}
+
+
+class _SharedBufferNotice(logging.Filter):
+    """Drops ai-edge-quantizer's root-logger warning that a weight buffer shared by the signatures was quantized
+    again: every signature quantizes it alike, since the calibration gives them all the same scales."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is overriding other previously quantized data in buffer" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_quantizer():
+    notice = _SharedBufferNotice()
+    logging.getLogger().addFilter(notice)
+    try:
+        with warnings.catch_warnings():  # its calibration interpreters keep every tensor on purpose and warn so
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors", category=UserWarning)
+            yield
+    finally:
+        logging.getLogger().removeFilter(notice)
+
+
+def _signature_inputs(path: Path) -> dict[int, str]:
+    """Each batch_<N> signature's one input name, read from the file (litert-torch names it args_0 today)."""
+    signatures = import_interpreter()(model_path=str(path)).get_signature_list()
+    names = {key: spec["inputs"] for key, spec in signatures.items()}
+    if any(not key.startswith("batch_") or len(inputs) != 1 for key, inputs in names.items()):
+        raise ValueError(f"tflite model {path}: expected signatures batch_<N> of one input each, got {names}")
+    return {int(key.removeprefix("batch_")): inputs[0] for key, inputs in names.items()}
+
+
+def _calibration_data(inputs: dict[int, str], rows: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Every signature sees every row once, as a batch of that row repeated to its size (see the module doc)."""
+    return {f"batch_{n}": [{name: np.repeat(row[None], n, axis=0)} for row in rows] for n, name in inputs.items()}
+
+
+def _torch_outputs(module, inputs: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        outputs = module(torch.from_numpy(np.ascontiguousarray(inputs)))
+    return (outputs[0] if isinstance(outputs, (tuple, list)) else outputs).numpy()
+
+
+def _compare(expected: np.ndarray, got: np.ndarray) -> tuple[float, float | None]:
+    difference = float(np.max(np.abs(expected - got)))
+    if expected.ndim != 2 or expected.shape[1] < 2:
+        return difference, None
+    return difference, float(np.mean(expected.argmax(axis=1) == got.argmax(axis=1)))
+
+
+def _check_parity(mode: str, difference: float, agreement: float | None) -> None:
+    if mode == "fp32" and not difference <= FP32_TOLERANCE:
+        raise ParityError(f"tflite fp32 differs from PyTorch: max abs diff {difference:.3g}, "
+                          f"expected at most {FP32_TOLERANCE:.3g}")
+    if mode != "fp32" and agreement is not None and not agreement >= MIN_INT8_TOP1_AGREEMENT:
+        raise ParityError(f"tflite {mode} agrees with PyTorch on the top-1 class of {agreement:.1%} of held-out "
+                          f"rows, expected at least {MIN_INT8_TOP1_AGREEMENT:.0%}")
+
