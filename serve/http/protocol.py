@@ -321,7 +321,9 @@ def encode_response(
     return (header + b"".join(tail), len(header)) if tail else (header, None)
 
 
-PLATFORMS = {"torchscript": "pytorch_libtorch", "torch_export": "pytorch_torch_export"}
+# litert: Triton reports a backend's name where a model has no platform, and names its TFLite backend "tflite"
+# (now "armnn_tflite", which adds Arm NN: not run here)
+PLATFORMS = {"torchscript": "pytorch_libtorch", "torch_export": "pytorch_torch_export", "litert": "tflite"}
 
 
 def model_metadata(manifest: Manifest, versions: list[str], execution_provider: str | None = None) -> dict[str, Any]:

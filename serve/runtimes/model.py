@@ -2,7 +2,8 @@
 
 ONNX artifacts run on onnxruntime with the execution providers
 serve/runtimes/providers.py chooses (TensorRT, CUDA, CPU for GPU-target artifacts; CPU
-otherwise); on a GPU provider inputs and outputs go through IO binding.
+otherwise); on a GPU provider inputs and outputs go through IO binding. PyTorch artifacts run on
+serve/runtimes/torch_model.py, LiteRT (.tflite) ones on serve/runtimes/litert_model.py.
 Every model object says what runs it in `execution_provider`.
 """
 
@@ -36,6 +37,10 @@ def load_model(artifact_dir: Path, intra_op_threads: int = 1, settings: ServeSet
 
         model = TorchModel(manifest, model_path, intra_op_threads, settings.torch_dtype, settings.text_token_budget,
                            settings.torch_cuda_graphs, settings.max_batch_size, settings.text_padding_limit)
+    elif manifest.runtime == "litert":
+        from serve.runtimes.litert_model import LiteRTModel
+
+        model = LiteRTModel(manifest, model_path, intra_op_threads)
     elif _engine_wanted(manifest, settings):
         from serve.runtimes.tensorrt_model import TensorRTModel
 

@@ -12,7 +12,7 @@ from tests.serve.test_layering import SERVE, imported_modules
 
 PYPROJECT = SERVE.parent / "pyproject.toml"
 # imported only where an artifact asks for them, with a fallback or an error that says what to install
-OPTIONAL = {"torch": "torch", "tensorrt": "gpu"}  # module -> the extra that declares it
+OPTIONAL = {"torch": "torch", "tensorrt": "gpu", "ai_edge_litert": "litert"}  # module -> the extra that declares it
 
 
 def _name(requirement: str) -> str:
