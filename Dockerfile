@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# optiserve serving image. CPU by default; a CUDA image with onnxruntime-gpu and
-# TensorRT with --build-arg TARGET=gpu. The serving stage needs no torch.
+# optiserve serving image. CPU by default (onnxruntime, and LiteRT for .tflite artifacts); a CUDA image with
+# onnxruntime-gpu and TensorRT with --build-arg TARGET=gpu. The serving stage needs no torch and no TF.
 #   docker build -t optiserve:cpu .
 #   docker build --build-arg TARGET=gpu -t optiserve:gpu .
 #   docker run -p 8000:8000 -p 8080:8080 -v "$PWD/artifacts:/artifacts:ro" optiserve:cpu /artifacts/digits
@@ -15,14 +15,14 @@ COPY serve ./serve
 COPY optiserve ./optiserve
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-# 2a. CPU runtime.
+# 2a. CPU runtime: onnxruntime, and LiteRT (ai-edge-litert) from the `litert` extra.
 FROM python:3.11-slim-bookworm AS runtime-cpu
-ENV EXTRAS=""
+ENV EXTRAS="[litert]" ONNXRUNTIME="onnxruntime"
 RUN python -m venv /opt/venv
 
 # 2b. GPU runtime: CUDA + cuDNN, Python 3.11, onnxruntime-gpu and TensorRT from the `gpu` extra.
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04 AS runtime-gpu
-ENV EXTRAS="[gpu]"
+ENV EXTRAS="[gpu]" ONNXRUNTIME="onnxruntime-gpu"
 # The CUDA base image's own Ubuntu release pins these packages.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -36,7 +36,7 @@ FROM runtime-${TARGET}
 COPY --from=wheels /wheels /wheels
 # On GPU, onnxruntime-gpu replaces the CPU onnxruntime (both install the same module).
 RUN /opt/venv/bin/pip install --no-cache-dir --find-links /wheels "optiserve${EXTRAS}" \
-    && if [ -n "${EXTRAS}" ]; then \
+    && if [ "${ONNXRUNTIME}" = "onnxruntime-gpu" ]; then \
         /opt/venv/bin/pip uninstall -y onnxruntime \
         && /opt/venv/bin/pip install --no-cache-dir --no-deps --force-reinstall onnxruntime-gpu; \
     fi \

@@ -72,3 +72,12 @@ def test_runs_as_a_non_root_user_with_a_readiness_healthcheck():
     assert user.strip() not in {"root", "0"}
     (healthcheck,) = instructions("HEALTHCHECK")
     assert "/v2/health/ready" in healthcheck
+
+
+def test_the_cpu_image_serves_litert_and_keeps_its_onnxruntime():
+    cpu_stage = DOCKERFILE.split("AS runtime-cpu", 1)[1].split("FROM ", 1)[0]
+    assert 'EXTRAS="[litert]"' in cpu_stage and "ai-edge-litert" in " ".join(
+        PYPROJECT["project"]["optional-dependencies"]["litert"])
+    (install,) = [line for line in instructions("RUN") if "optiserve${EXTRAS}" in line]
+    assert 'if [ "${ONNXRUNTIME}" = "onnxruntime-gpu" ]' in install  # onnxruntime is swapped on GPU only
+    assert 'ONNXRUNTIME="onnxruntime-gpu"' in DOCKERFILE.split("AS runtime-gpu", 1)[1].split("FROM ", 1)[0]

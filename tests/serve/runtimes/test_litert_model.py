@@ -15,7 +15,6 @@ from serve.runtimes.litert_model import LiteRTModel
 
 pytest.importorskip("ai_edge_litert", reason="the litert extra: pip install optiserve[litert]")
 SIGNATURE_SIZES = (1, 2, 4, 8)
-INT8_SIGNATURE_SIZE = 4  # one signature: rows padded below it, chunked above it
 SEED = 0
 
 
@@ -63,29 +62,31 @@ def torch_cnn():
     return TwoHeads().eval()
 
 
-def write_signature_tflite(module, path: Path, sizes: tuple[int, ...] = SIGNATURE_SIZES) -> Path:
+def write_signature_tflite(module, path: Path) -> Path:
     """What optimize/litert_torch.py writes: one signature batch_<N> of fixed batch N per size."""
     pytest.importorskip("litert_torch", reason="the litert-torch extra: pip install optiserve[litert-torch]")
     import litert_torch
     import torch
 
     builder = litert_torch
-    for size in sizes:
+    for size in SIGNATURE_SIZES:
         builder = builder.signature(f"batch_{size}", module, (torch.zeros(size, 1, 8, 8),))
     builder.convert().export(str(path))
     return path
 
 
-def write_int8_io_tflite(float_path: Path, path: Path, calibration_rows: np.ndarray, size: int) -> Path:
-    """ai-edge-quantizer's static int8 (weights and activations) of a file with the one signature batch_<size>:
-    int8 inputs and outputs with scales. (Several signatures share weight buffers, and ai-edge-quantizer 0.10
-    overwrites one signature's quantized bias with another's: rows then answer differently by batch size.)"""
+def write_int8_io_tflite(float_path: Path, path: Path, calibration_rows: np.ndarray) -> Path:
+    """ai-edge-quantizer's static int8 (weights and activations): int8 inputs and outputs with scales.
+
+    The signatures share weight buffers, and ai-edge-quantizer keeps a moving average of each calibration batch's
+    min/max: every signature is fed the same sequence (each row repeated to its size, as optimize/litert_torch.py
+    does), or their scales differ and the shared buffers hold one signature's, so rows answer by batch size."""
     pytest.importorskip("ai_edge_quantizer", reason="the litert-torch extra: pip install optiserve[litert-torch]")
     from ai_edge_quantizer import quantizer, recipe
 
     images = calibration_rows.reshape(-1, 1, 8, 8)
-    calibration = {f"batch_{size}": [{"args_0": images[start:start + size]}
-                                     for start in range(0, len(images) - size + 1, size)]}
+    calibration = {f"batch_{size}": [{"args_0": np.repeat(image[None], size, axis=0)} for image in images]
+                   for size in SIGNATURE_SIZES}
     quantize = quantizer.Quantizer(str(float_path), recipe.static_wi8_ai8())
     quantize.quantize(quantize.calibrate(calibration)).export_model(str(path), overwrite=True)
     return path
@@ -132,8 +133,7 @@ def cnn(tmp_path_factory, rows):
     module = torch_cnn()
     folder = tmp_path_factory.mktemp("litert")
     float_file = write_signature_tflite(module, folder / "cnn.tflite")
-    one_signature = write_signature_tflite(module, folder / "cnn_batch_4.tflite", sizes=(INT8_SIGNATURE_SIZE,))
-    int8_file = write_int8_io_tflite(one_signature, folder / "cnn_int8.tflite", digit_rows(200), INT8_SIGNATURE_SIZE)
+    int8_file = write_int8_io_tflite(float_file, folder / "cnn_int8.tflite", digit_rows(100))
     return (module, write_litert_artifact(folder / "cnn", float_file, "cnn", CNN_INPUTS, CNN_OUTPUTS),
             write_litert_artifact(folder / "cnn-int8", int8_file, "cnn-int8", CNN_INPUTS, CNN_OUTPUTS))
 
@@ -190,23 +190,21 @@ def test_signature_file_gives_every_row_its_own_answer_in_batches_of_1_to_40(cnn
 
 
 def test_int8_io_file_takes_and_gives_float32_as_its_scales_say(cnn, rows):
-    """Checked against the batch_4 signature run on each row padded with zeros, quantization written out here."""
+    """Checked against the batch_1 signature run row by row, with the quantization written out here."""
     from ai_edge_litert.interpreter import Interpreter
 
     _, float_artifact, int8_artifact = cnn
     images = rows.reshape(-1, 1, 8, 8)
-    got = load(int8_artifact).run({"images": images})  # 40 rows: chunks of 4
-    runner = Interpreter(model_path=str(int8_artifact / "model.tflite")).get_signature_runner("batch_4")
+    got = load(int8_artifact).run({"images": images})  # 40 rows: chunks of 8
+    runner = Interpreter(model_path=str(int8_artifact / "model.tflite")).get_signature_runner("batch_1")
     (scale, zero_point), outputs = runner.get_input_details()["args_0"]["quantization"], runner.get_output_details()
     assert runner.get_input_details()["args_0"]["dtype"] == np.int8 and scale > 0, "int8 inputs expected"
-    padded = [np.concatenate([row[None], np.zeros((3, 1, 8, 8), np.float32)]) for row in images]
-    by_hand = [runner(args_0=np.clip(np.round(rows4 / scale) + zero_point, -128, 127).astype(np.int8))
-               for rows4 in padded]
+    by_hand = [runner(args_0=np.clip(np.round(row[None] / scale) + zero_point, -128, 127).astype(np.int8))
+               for row in images]
     for output, key in (("logits", "output_0"), ("features", "output_1")):
         assert outputs[key]["dtype"] == np.int8, "int8 outputs expected"
         out_scale, out_zero = outputs[key]["quantization"]
-        expected = np.concatenate([(answer[key][:1].astype(np.float32) - out_zero) * out_scale
-                                   for answer in by_hand])
+        expected = np.concatenate([(answer[key].astype(np.float32) - out_zero) * out_scale for answer in by_hand])
         assert got[output].dtype == np.float32
         np.testing.assert_allclose(got[output], expected, rtol=0, atol=1e-7, err_msg=output)
     fp32 = load(float_artifact).run({"images": images})
