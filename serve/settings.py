@@ -72,7 +72,8 @@ class ServeSettings(BaseSettings):
     max_queue_size: int = RuntimeConfig.model_fields["max_queue_size"]
     request_timeout_ms: float = RuntimeConfig.model_fields["request_timeout_ms"]
     reject_status: Literal[503, 429] = RuntimeConfig.model_fields["reject_status"]
-    intra_op_threads: int = Field(1, ge=1, description="threads per replica for the model runtime (onnxruntime, LiteRT, torch)")
+    intra_op_threads: int = Field(
+        1, ge=1, description="threads per replica for the model runtime (onnxruntime, LiteRT, torch)")
     inline_call_us: float = Field(
         200.0, ge=0, le=10_000, description="CPU model calls that typically take less than this (microseconds, a moving "
         "average) run on the replica's event loop instead of the batcher's thread, whose hop costs more than they do "
