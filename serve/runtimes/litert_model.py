@@ -9,9 +9,9 @@ A .tflite file comes in one of two shapes, and both run here:
 The manifest's one input and its outputs map by position onto the file's tensors (outputs in the order the file
 lists them; a signature's, as numbered by the converter: output_0, output_1, ..., output_10). int8/uint8 tensors
 with a quantization scale (ai-edge-quantizer's static int8) are quantized on the way in and dequantized on the
-way out, so every model takes and gives float32 like its fp32 source. ai_edge_litert is imported only when such
-an artifact is loaded, and applies its XNNPACK delegate by default. Which shape a model runs as is in its
-`execution_provider`, which load_model logs.
+way out, so every model takes and gives float32 like its fp32 source. ai_edge_litert (imported only when such an
+artifact is loaded) applies its XNNPACK delegate by default. `execution_provider`, which load_model logs, says
+which shape a model runs as.
 """
 
 from __future__ import annotations
@@ -40,9 +40,7 @@ class LiteRTModel:
         self.output_names = [spec.name for spec in manifest.outputs]
         self._input_name = manifest.inputs[0].name
         self._runner = _runner_for(interpreter, model_path)
-        if self._runner.output_count != len(self.output_names):
-            raise ValueError(f"{model_path}: manifest names {len(self.output_names)} outputs {self.output_names}, "
-                             f"the .tflite file has {self._runner.output_count}")
+        _check_file(manifest, model_path, self._runner)
         threads = f"{intra_op_threads} thread{'s' if intra_op_threads != 1 else ''}"
         self.execution_provider = f"litert:cpu (XNNPACK, {threads}, {self._runner.description})"
 
@@ -64,6 +62,17 @@ def _check_manifest(manifest: Manifest, model_path: Path) -> None:
                          f"{[spec.name for spec in manifest.inputs]}")
 
 
+def _check_file(manifest: Manifest, model_path: Path, runner) -> None:
+    """The file's outputs are as many as the manifest's, and its input row shape is the one requests are held to."""
+    if runner.output_count != len(manifest.outputs):
+        raise ValueError(f"{model_path}: manifest names {len(manifest.outputs)} outputs "
+                         f"{[spec.name for spec in manifest.outputs]}, the .tflite file has {runner.output_count}")
+    declared, row = manifest.inputs[0].shape[1:], tuple(int(d) for d in runner.input_details["shape_signature"][1:])
+    if len(declared) != len(row) or any(-1 not in (d, r) and d != r for d, r in zip(declared, row)):
+        raise ValueError(f"{model_path}: manifest input '{manifest.inputs[0].name}' has rows of shape "
+                         f"{list(declared)}, the .tflite file's input has {list(row)}")
+
+
 def _runner_for(interpreter, model_path: Path):
     """The runner for the file's shape: batch_<N> signatures, or one input with a dynamic batch axis."""
     signatures = interpreter.get_signature_list()
@@ -83,7 +92,7 @@ class _ResizedInput:
 
     def __init__(self, interpreter) -> None:
         self._interpreter = interpreter
-        self._input = interpreter.get_input_details()[0]
+        self._input = self.input_details = interpreter.get_input_details()[0]
         self._outputs = interpreter.get_output_details()
         self.output_count = len(self._outputs)
         self.description = "dynamic batch"
@@ -101,16 +110,18 @@ class _ResizedInput:
 
 
 class _BatchSignatures:
-    """Signatures batch_<N> of fixed batch sizes: a batch runs zero-padded in the smallest that holds it."""
+    """Signatures batch_<N> of fixed batch sizes: a batch runs zero-padded in the smallest that holds it.
+    Each signature's inputs and outputs are quantized with its own scales."""
 
     def __init__(self, interpreter, sizes: list[int]) -> None:
         self._sizes = sizes
-        self._runners = {n: interpreter.get_signature_runner(f"batch_{n}") for n in sizes}
-        first = self._runners[sizes[0]]
-        (self._input_key,) = first.get_input_details()
-        self._input = first.get_input_details()[self._input_key]
-        self._output_keys = sorted(first.get_output_details(), key=_numbered)
-        self._outputs = first.get_output_details()
+        runners = {n: interpreter.get_signature_runner(f"batch_{n}") for n in sizes}
+        # (runner, input details, output details) per size, read once: reading them costs ~20 us a call
+        self._signatures = {n: (r, r.get_input_details(), r.get_output_details()) for n, r in runners.items()}
+        _, first_inputs, first_outputs = self._signatures[sizes[0]]
+        (self._input_key,) = first_inputs
+        self.input_details = first_inputs[self._input_key]
+        self._output_keys = sorted(first_outputs, key=_numbered)
         self.output_count = len(self._output_keys)
         span = f"{sizes[0]}..{sizes[-1]}" if len(sizes) > 1 else str(sizes[0])
         self.description = f"batch signatures {span}"
@@ -122,10 +133,11 @@ class _BatchSignatures:
 
     def _run_padded(self, rows: np.ndarray) -> list[np.ndarray]:
         size = next(n for n in self._sizes if n >= len(rows))
+        runner, inputs, outputs = self._signatures[size]
         padded = rows if size == len(rows) else np.concatenate(
             [rows, np.zeros((size - len(rows), *rows.shape[1:]), rows.dtype)])
-        answers = self._runners[size](**{self._input_key: _to_tensor(padded, self._input)})
-        return [_from_tensor(answers[key], self._outputs[key])[:len(rows)] for key in self._output_keys]
+        answers = runner(**{self._input_key: _to_tensor(padded, inputs[self._input_key])})
+        return [_from_tensor(answers[key], outputs[key])[:len(rows)] for key in self._output_keys]
 
 
 def _numbered(name: str) -> list:

@@ -239,6 +239,13 @@ def test_a_manifest_naming_other_outputs_than_the_file_has_is_refused(mlp, tmp_p
         load(artifact)
 
 
+def test_a_manifest_declaring_other_input_rows_than_the_file_is_refused(mlp, tmp_path):
+    rows_of_63 = (TensorSpec(name="input", datatype="FP32", shape=(-1, 63)),)
+    artifact = write_litert_artifact(tmp_path / "wrong", mlp[1] / "model.tflite", "wrong", rows_of_63, MLP_OUTPUTS)
+    with pytest.raises(ValueError, match=r"rows of shape \[63\], the .tflite file's input has \[64\]"):
+        load(artifact)
+
+
 def test_without_ai_edge_litert_the_error_says_what_to_install(mlp, monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import then raises ImportError
     with pytest.raises(ValueError, match=r"pip install optiserve\[litert\]"):
