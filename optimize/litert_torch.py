@@ -8,15 +8,20 @@ calibrated on validation rows, with int8 inputs and outputs that TFLiteSession q
 Each file is checked against the module on held-out rows before it is accepted, as optimize/litert.py
 checks Keras.
 
-Calibration feeds every signature the same rows, each batch one row repeated to the signature's size:
-ai-edge-quantizer keeps a moving average of each batch's min/max, so identical sequences give every
-signature identical scales, and a row is answered alike in a batch of any size.
+Calibration keeps each tensor's full range over the calibration rows, as onnxruntime's MinMax calibration
+does: ai-edge-quantizer's own calibrate() keeps a moving average of each step's min/max (smoothing 0.95),
+which clips rows beyond the recent ones (digits MLP and CNN, 5 epochs: held-out logits off the fp32 file's by
+up to 6.9 and 7.4 with the moving average, 0.66 and 1.0 with the full range; top-1 agreement alike, 99.8% and
+100%). So calibration runs one calibrate() step at a time and merges the steps' ranges. Every signature
+sees every row, in batches of its size (the last filled up from the first rows), so all get the same ranges,
+and a row is answered alike in a batch of any size.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -150,7 +155,7 @@ def _quantize(fp32_path: Path, path: Path, mode: str, calibration_inputs: np.nda
     with _quiet_quantizer():
         if mode == "full_int8":
             rows = np.asarray(calibration_inputs, dtype=np.float32)[:REPRESENTATIVE_ROWS]
-            calibration = quantizer.calibrate(_calibration_data(inputs, rows))
+            calibration = _full_range_calibration(quantizer, inputs, rows)
         result = quantizer.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
     result.export_model(str(path), overwrite=True)
     return {"quantizer": f"ai-edge-quantizer {metadata.version('ai-edge-quantizer')} {RECIPES[mode]}",
@@ -186,9 +191,17 @@ def _signature_inputs(path: Path) -> dict[int, str]:
     return {int(key.removeprefix("batch_")): inputs[0] for key, inputs in names.items()}
 
 
-def _calibration_data(inputs: dict[int, str], rows: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Every signature sees every row once, as a batch of that row repeated to its size (see the module doc)."""
-    return {f"batch_{n}": [{name: np.repeat(row[None], n, axis=0)} for row in rows] for n, name in inputs.items()}
+def _full_range_calibration(quantizer, inputs: dict[int, str], rows: np.ndarray) -> dict:
+    """Each tensor's min and max over all `rows` in every signature (see the module doc), one step at a time."""
+    ranges: dict = {}
+    for step in range(len(rows)):  # batch_1 takes a step per row; batch_N is done after len(rows) / N steps
+        batches = {f"batch_{n}": [{name: np.take(rows, range(step * n, (step + 1) * n), axis=0, mode="wrap")}]
+                   for n, name in inputs.items() if step * n < len(rows)}
+        for tensor, qsv in quantizer.calibrate(batches, num_threads=os.cpu_count() or 1).items():
+            seen = ranges.get(tensor)
+            ranges[tensor] = qsv if seen is None else {**qsv, "min": np.minimum(seen["min"], qsv["min"]),
+                                                       "max": np.maximum(seen["max"], qsv["max"])}
+    return ranges
 
 
 def _torch_outputs(module, inputs: np.ndarray) -> np.ndarray:

@@ -17,17 +17,25 @@ MLP_SIZES = (1, 2, 4, 8, 16, 32)  # what the lead passes for a serving max batch
 CNN_SIZES = (1, 3, 8)  # fewer signatures convert faster; 3 checks a size that is not a power of two
 
 
+def _trained(architecture, digits, epochs):
+    from optimize.demos.digits import train_classifier
+    from optimize.train import build
+
+    return train_classifier(digits[0], digits[1], epochs=epochs, model=build(architecture))  # seeded
+
+
 @pytest.fixture(scope="module")
-def mlp(digits_source):
-    return digits_source.module  # the demo MLP, trained once per session (seeded)
+def mlp(digits):
+    from optimize.demos.digits import mlp
+
+    return _trained(mlp, digits, epochs=5)  # the demo's MLP, fewer epochs than its 30 to keep the file fast
 
 
 @pytest.fixture(scope="module")
 def cnn(digits):
-    from optimize.demos.digits import cnn, train_classifier
-    from optimize.train import build
+    from optimize.demos.digits import cnn
 
-    return train_classifier(digits[0], digits[1], epochs=3, model=build(cnn))  # seeded (optimize.train.repeatable)
+    return _trained(cnn, digits, epochs=3)
 
 
 def _convert(module, digits, path, mode, sizes, converted_fp32=None):
@@ -90,6 +98,22 @@ def test_full_int8_file_has_int8_inputs_outputs_and_is_smaller_than_fp32(request
         assert detail["dtype"] == np.int8 and detail["quantization"][0] > 0
     assert files["full_int8"][1].settings["io_type"] == "int8"
     assert path.stat().st_size < files["fp32"][0].stat().st_size / 2
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_full_int8_output_range_holds_every_calibration_row(request, digits, model):
+    """The full range of the calibration rows, not ai-edge-quantizer's moving average, which clips the logits."""
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    module, path = request.getfixturevalue(model), request.getfixturevalue(f"{model}_files")["full_int8"][0]
+    with torch.no_grad():
+        logits = module(torch.from_numpy(digits[0][:100])).numpy()  # the rows calibration drew
+    for size in (CNN_SIZES if model == "cnn" else MLP_SIZES):
+        runner = Interpreter(model_path=str(path)).get_signature_runner(f"batch_{size}")
+        (scale, zero_point), = [detail["quantization"] for detail in runner.get_output_details().values()]
+        lowest, highest = (-128 - zero_point) * scale, (127 - zero_point) * scale
+        assert lowest <= logits.min() + scale and logits.max() - scale <= highest, f"batch_{size}"
 
 
 @pytest.mark.parametrize("model, mode, tolerance", [
