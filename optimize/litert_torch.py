@@ -186,7 +186,7 @@ def _signature_inputs(path: Path) -> dict[int, str]:
     """Each batch_<N> signature's one input name, read from the file (litert-torch names it args_0 today)."""
     signatures = import_interpreter()(model_path=str(path)).get_signature_list()
     names = {key: spec["inputs"] for key, spec in signatures.items()}
-    if any(not key.startswith("batch_") or len(inputs) != 1 for key, inputs in names.items()):
+    if any(not key.removeprefix("batch_").isdigit() or len(inputs) != 1 for key, inputs in names.items()):
         raise ValueError(f"tflite model {path}: expected signatures batch_<N> of one input each, got {names}")
     return {int(key.removeprefix("batch_")): inputs[0] for key, inputs in names.items()}
 
