@@ -42,8 +42,7 @@ def keras_to_tflite(model, path: Path, mode: str, check_inputs: np.ndarray,
     expected = model(check_inputs, training=False).numpy()
     session = TFLiteSession(path)
     got = session.run(None, {session.get_inputs()[0].name: check_inputs})[0]
-    difference, agreement = _compare(expected, got)
-    _check_parity(mode, difference, agreement)
+    difference, agreement = check_against(expected, got, mode, "Keras")
     return Step(name="convert_tflite", settings={
         "api": "tf.lite.TFLiteConverter.from_keras_model", "mode": mode,
         "optimizations": "none" if mode == "fp32" else "Optimize.DEFAULT",
@@ -88,17 +87,17 @@ def _representative_dataset(inputs: np.ndarray):
     return batches
 
 
-def _compare(expected: np.ndarray, got: np.ndarray) -> tuple[float, float | None]:
+def check_against(expected: np.ndarray, got: np.ndarray, mode: str, original: str) -> tuple[float, float | None]:
+    """(max abs difference, share of rows whose top-1 class agrees) of a converted file's outputs `got` to the
+    `original` model's; ParityError where fp32 differs beyond FP32_TOLERANCE or int8 agrees on too few rows."""
     difference = float(np.max(np.abs(expected - got)))
-    if expected.ndim != 2 or expected.shape[1] < 2:
-        return difference, None
-    return difference, float(np.mean(expected.argmax(axis=1) == got.argmax(axis=1)))
-
-
-def _check_parity(mode: str, difference: float, agreement: float | None) -> None:
+    agreement = None
+    if expected.ndim == 2 and expected.shape[1] >= 2:
+        agreement = float(np.mean(expected.argmax(axis=1) == got.argmax(axis=1)))
     if mode == "fp32" and not difference <= FP32_TOLERANCE:
-        raise ParityError(f"tflite fp32 differs from Keras: max abs diff {difference:.3g}, "
+        raise ParityError(f"tflite fp32 differs from {original}: max abs diff {difference:.3g}, "
                           f"expected at most {FP32_TOLERANCE:.3g}")
     if mode != "fp32" and agreement is not None and not agreement >= MIN_INT8_TOP1_AGREEMENT:
-        raise ParityError(f"tflite {mode} agrees with Keras on the top-1 class of {agreement:.1%} of held-out "
+        raise ParityError(f"tflite {mode} agrees with {original} on the top-1 class of {agreement:.1%} of held-out "
                           f"rows, expected at least {MIN_INT8_TOP1_AGREEMENT:.0%}")
+    return difference, agreement

@@ -53,9 +53,11 @@ def build_tflite(ws, name: str) -> Built:
         else:
             from optimize.litert_torch import LiteRTConversionError, torch_to_tflite
 
+            fp32 = ws.built.get("tflite_fp32")  # the int8 modes quantize it rather than convert again
             try:
                 step = torch_to_tflite(source.module, np.asarray(source.example_input)[0], path, mode, check_inputs,
-                                       calibration, ws.settings.serving_batch_sizes)
+                                       calibration, ws.settings.serving_batch_sizes,
+                                       converted_fp32=fp32.path if fp32 is not None and mode != "fp32" else None)
             except LiteRTConversionError as error:
                 raise CandidateSkipped(str(error)) from error
     except ParityError as error:

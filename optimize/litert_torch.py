@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optimize.export import ParityError
-from optimize.litert import FP32_TOLERANCE, MIN_INT8_TOP1_AGREEMENT, MODES, REPRESENTATIVE_ROWS
+from optimize.litert import MODES, REPRESENTATIVE_ROWS, check_against
 from optimize.manifest import Step
 from optimize.tflite_session import TFLiteSession, import_interpreter
 
@@ -69,8 +68,7 @@ def torch_to_tflite(module, example_row: np.ndarray, path: Path, mode: str, chec
             settings.update(_quantize(Path(folder) / "fp32.tflite", path, mode, calibration_inputs, sizes))
     session = TFLiteSession(path)
     got = session.run(None, {session.get_inputs()[0].name: np.asarray(check_inputs)})[0]
-    difference, agreement = _compare(_torch_outputs(reference, check_inputs), got)
-    _check_parity(mode, difference, agreement)
+    difference, agreement = check_against(_torch_outputs(reference, check_inputs), got, mode, "PyTorch")
     return Step(name="convert_tflite", settings={
         **settings, "io_type": "int8" if mode == "full_int8" else "float32",
         "max_abs_diff_to_torch": difference, "top1_agreement_with_torch": agreement, "bytes": path.stat().st_size,
@@ -99,6 +97,9 @@ def _one_row(example_row: np.ndarray, check_inputs: np.ndarray) -> np.ndarray:
 
 
 def _import_litert_torch():
+    torchao = logging.getLogger("torchao")  # litert-torch imports torchao, which warns of its CUDA-only kernels
+    if torchao.level == logging.NOTSET:
+        torchao.setLevel(logging.ERROR)
     try:
         import litert_torch
     except ImportError as error:
@@ -210,20 +211,3 @@ def _torch_outputs(module, inputs: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         outputs = module(torch.from_numpy(np.ascontiguousarray(inputs)))
     return (outputs[0] if isinstance(outputs, (tuple, list)) else outputs).numpy()
-
-
-def _compare(expected: np.ndarray, got: np.ndarray) -> tuple[float, float | None]:
-    difference = float(np.max(np.abs(expected - got)))
-    if expected.ndim != 2 or expected.shape[1] < 2:
-        return difference, None
-    return difference, float(np.mean(expected.argmax(axis=1) == got.argmax(axis=1)))
-
-
-def _check_parity(mode: str, difference: float, agreement: float | None) -> None:
-    if mode == "fp32" and not difference <= FP32_TOLERANCE:
-        raise ParityError(f"tflite fp32 differs from PyTorch: max abs diff {difference:.3g}, "
-                          f"expected at most {FP32_TOLERANCE:.3g}")
-    if mode != "fp32" and agreement is not None and not agreement >= MIN_INT8_TOP1_AGREEMENT:
-        raise ParityError(f"tflite {mode} agrees with PyTorch on the top-1 class of {agreement:.1%} of held-out "
-                          f"rows, expected at least {MIN_INT8_TOP1_AGREEMENT:.0%}")
-

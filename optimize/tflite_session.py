@@ -54,7 +54,7 @@ class TFLiteSession:
         threads = num_threads or os.cpu_count() or 1  # as many as onnxruntime's default, so timings compare
         self._interpreter = import_interpreter()(model_path=str(path), num_threads=threads)
         self.batches = _signature_batches(self._interpreter.get_signature_list())
-        if self.batches:  # each signature has its own tensors, and in int8 its own calibrated scales
+        if self.batches:  # each signature has its own tensors, with their own quantization parameters
             self._runners = {n: _SignatureRunner(self._interpreter.get_signature_runner(f"batch_{n}"))
                              for n in self.batches}
             first = self._runners[self.batches[0]].runner

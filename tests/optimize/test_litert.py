@@ -108,9 +108,11 @@ def test_a_feed_without_the_input_names_it(converted, digits):
 
 
 def test_a_model_that_drifts_from_keras_is_refused():
-    from optimize.litert import _check_parity
+    from optimize.litert import check_against
 
-    with pytest.raises(ParityError, match="max abs diff 0.01, expected at most 0.0001"):
-        _check_parity("fp32", 0.01, 1.0)
+    expected = np.eye(4, dtype=np.float32)
+    with pytest.raises(ParityError, match="differs from Keras: max abs diff 0.01, expected at most 0.0001"):
+        check_against(expected, expected + 0.01, "fp32", "Keras")
     with pytest.raises(ParityError, match="top-1 class of 50.0% of held-out rows, expected at least 97%"):
-        _check_parity("full_int8", 0.5, 0.5)
+        check_against(expected, expected[[0, 1, 3, 2]], "full_int8", "Keras")
+    assert check_against(expected, expected + 1e-5, "fp32", "Keras") == (pytest.approx(1e-5, rel=1e-2), 1.0)
