@@ -58,9 +58,10 @@ class TFLiteSession:
             self._runners = {n: _SignatureRunner(self._interpreter.get_signature_runner(f"batch_{n}"))
                              for n in self.batches}
             first = self._runners[self.batches[0]].runner
-            input_details, output_details = first.get_input_details(), first.get_output_details()
-            default_names = list(input_details), list(output_details)
-            input_details, output_details = list(input_details.values()), list(output_details.values())
+            input_details, outputs = first.get_input_details(), first.get_output_details()
+            output_keys = sorted(outputs, key=_numbered)
+            default_names = list(input_details), output_keys
+            input_details, output_details = list(input_details.values()), [outputs[key] for key in output_keys]
         else:
             self._interpreter.allocate_tensors()
             input_details, output_details = self._interpreter.get_input_details(), self._interpreter.get_output_details()
@@ -113,7 +114,8 @@ class _SignatureRunner:
     def __init__(self, runner) -> None:
         self.runner = runner
         (self._input_key, self._input), = runner.get_input_details().items()
-        self._outputs = list(runner.get_output_details().items())
+        outputs = runner.get_output_details()  # in the converter's numbering (output_2 before output_10)
+        self._outputs = [(key, outputs[key]) for key in sorted(outputs, key=_numbered)]
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         answers = self.runner(**{self._input_key: quantize(batch, self._input)})
@@ -149,6 +151,10 @@ def _node(name: str, details: dict, batches: tuple[int, ...]) -> NodeInfo:
     dtype = "float32" if np.dtype(details["dtype"]).kind in "iu" and details["quantization"][0] else \
         np.dtype(details["dtype"]).name
     return NodeInfo(name, f"tensor({ONNX_TYPE_NAMES.get(dtype, dtype)})", shape)
+
+
+def _numbered(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def _clean_name(name: str) -> str:
