@@ -1,7 +1,7 @@
 """LiteRT (ai-edge-litert, XNNPACK) against onnxruntime on this CPU, the same models built the optimizer's way.
 
     .venv/bin/python benchmarks/litert_bench.py [--models mlp cnn keras] [--threads 1 2] [--repeats 200]
-        [--artifacts DIR] [--minilm] [--quick]
+        [--artifacts DIR] [--minilm [--minilm-repeats 20]] [--quick]
 
 Each model's candidates are made by the optimizer's own builders (optimize/classifier.py,
 optimize/candidates.py): the fp32 ONNX export, onnxruntime's dynamic and static int8, and the LiteRT
@@ -135,6 +135,8 @@ def fastest(rows: list[Row], engine: str, threads: int) -> str:
 
     tolerance, base = OptimizeSettings().accuracy_tolerance, rows[0].top1
     usable = [r for r in rows if r.engine == engine and not r.skipped and base - r.top1 <= tolerance]
+    if not usable:
+        raise SystemExit(f"--artifacts: no {engine} candidate was made and kept top-1 within {tolerance} of fp32")
     return min(usable, key=lambda r: math.log(r.latency[threads][1]) + math.log(r.latency[threads][BATCH])).name
 
 
@@ -236,6 +238,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200, help="interleaved timing rounds per batch size")
     parser.add_argument("--artifacts", type=Path, help="write the MLP's onnxruntime and LiteRT artifacts here")
     parser.add_argument("--minilm", action="store_true", help="try converting all-MiniLM-L6-v2 with litert-torch")
+    parser.add_argument("--minilm-repeats", type=int, default=20, help="MiniLM's timing rounds (b32 takes ~1 s)")
     parser.add_argument("--quick", action="store_true", help="the Keras MLP trained 2 epochs, 20 repeats")
     args = parser.parse_args()
     repeats = 20 if args.quick else args.repeats
@@ -253,8 +256,9 @@ def main() -> None:
                 write_artifacts(source, rows, built, args.artifacts, args.threads[0])
         if args.minilm:
             (Path(scratch) / "minilm").mkdir()
-            rows = minilm_rows(Path(scratch) / "minilm", args.threads, repeats)
-            title = f"all-MiniLM-L6-v2, {BATCH} held-out sentences padded to the longest"
+            rows = minilm_rows(Path(scratch) / "minilm", args.threads, args.minilm_repeats)
+            title = f"all-MiniLM-L6-v2, {BATCH} held-out sentences padded to the longest, median of " \
+                    f"{args.minilm_repeats} runs"
             if isinstance(rows, str):
                 print(f"\n{title}: {rows}")
             else:

@@ -50,7 +50,8 @@ def test_the_table_has_every_candidate_of_both_engines_once_with_its_columns(qui
 
 def test_the_int8_files_are_smaller_than_the_fp32_ones(quick_table):
     _, rows = quick_table
-    for fp32, int8 in (("fp32", "int8_dynamic"), ("tflite_fp32", "tflite_dynamic_int8"), ("tflite_fp32", "tflite_int8")):
+    pairs = (("fp32", "int8_dynamic"), ("tflite_fp32", "tflite_dynamic_int8"), ("tflite_fp32", "tflite_int8"))
+    for fp32, int8 in pairs:
         assert float(rows[int8]["size KB"]) < float(rows[fp32]["size KB"]) / 2
 
 
