@@ -4,7 +4,7 @@ litert-torch 0.10 cannot export a dynamic batch axis, so the file holds one sign
 (`batch_1`, `batch_2`, ...; the weights are shared between them), and TFLiteSession (optimize/tflite_session.py)
 answers n rows with the smallest signature that holds them. ai-edge-quantizer quantizes the fp32 file:
 `dynamic_wi8_afp32` (int8 weights, activations quantized on the fly) or `static_wi8_ai8` (full integer,
-calibrated on validation rows, with int8 inputs and outputs that TFLiteSession quantizes and dequantizes).
+calibrated on validation rows; the inputs and outputs stay float32, converted to int8 inside the graph).
 Each file is checked against the module on held-out rows before it is accepted, as optimize/litert.py
 checks Keras.
 
@@ -70,7 +70,7 @@ def torch_to_tflite(module, example_row: np.ndarray, path: Path, mode: str, chec
     got = session.run(None, {session.get_inputs()[0].name: np.asarray(check_inputs)})[0]
     difference, agreement = check_against(_torch_outputs(reference, check_inputs), got, mode, "PyTorch")
     return Step(name="convert_tflite", settings={
-        **settings, "io_type": "int8" if mode == "full_int8" else "float32",
+        **settings, "io_type": "float32",
         "max_abs_diff_to_torch": difference, "top1_agreement_with_torch": agreement, "bytes": path.stat().st_size,
     })
 
@@ -151,7 +151,7 @@ def _quantize(fp32_path: Path, path: Path, mode: str, calibration_inputs: np.nda
         raise ValueError(f"tflite converted_fp32 {fp32_path}: expected signatures for batch sizes {sizes}, "
                          f"got {sorted(inputs)}")
     quantizer = ai_edge_quantizer.Quantizer(str(fp32_path))
-    quantizer.load_quantization_recipe(getattr(recipe, RECIPES[mode])())
+    quantizer.load_quantization_recipe(_recipe(recipe, mode))
     calibration, rows = None, None
     with _quiet_quantizer():
         if mode == "full_int8":
@@ -161,6 +161,17 @@ def _quantize(fp32_path: Path, path: Path, mode: str, calibration_inputs: np.nda
     result.export_model(str(path), overwrite=True)
     return {"quantizer": f"ai-edge-quantizer {metadata.version('ai-edge-quantizer')} {RECIPES[mode]}",
             "calibration_rows": None if rows is None else len(rows)}
+
+
+def _recipe(recipe, mode: str) -> list[dict]:
+    """ai-edge-quantizer's recipe for `mode`; for full int8 with the file's inputs and outputs left in float32,
+    so the int8 conversion happens inside the graph (digits MLP, 1 thread: 8.3 us at b1 and 18.1 at b32 against
+    30.1 and 32.0 with int8 inputs and outputs quantized around each call)."""
+    rules = getattr(recipe, RECIPES[mode])()
+    if mode != "full_int8":
+        return rules
+    return [*rules, *({"regex": ".*", "operation": op, "algorithm_key": recipe.AlgorithmName.NO_QUANTIZE.value,
+                       "op_config": {}} for op in ("INPUT", "OUTPUT"))]
 
 
 class _SharedBufferNotice(logging.Filter):

@@ -88,32 +88,37 @@ def test_int8_modes_keep_pytorch_top1_class_on_held_out_rows(request, model, mod
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
-def test_full_int8_file_has_int8_inputs_outputs_and_is_smaller_than_fp32(request, model):
+def test_full_int8_file_computes_in_int8_behind_float_io_and_is_smaller_than_fp32(request, model):
     from ai_edge_litert.interpreter import Interpreter
 
     files = request.getfixturevalue(f"{model}_files")
     path = files["full_int8"][0]
-    runner = Interpreter(model_path=str(path)).get_signature_runner("batch_1")
+    interpreter = Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner("batch_1")
     for detail in [*runner.get_input_details().values(), *runner.get_output_details().values()]:
-        assert detail["dtype"] == np.int8 and detail["quantization"][0] > 0
-    assert files["full_int8"][1].settings["io_type"] == "int8"
+        assert detail["dtype"] == np.float32
+    assert sum(d["dtype"] == np.int8 for d in interpreter.get_tensor_details()) > 4  # weights and activations
+    assert files["full_int8"][1].settings["io_type"] == "float32"
     assert path.stat().st_size < files["fp32"][0].stat().st_size / 2
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
-def test_full_int8_output_range_holds_every_calibration_row(request, digits, model):
-    """The full range of the calibration rows, not ai-edge-quantizer's moving average, which clips the logits."""
+def test_full_int8_answers_every_calibration_row_without_clipping(request, digits, model):
+    """The full range of the calibration rows, not ai-edge-quantizer's moving average, which clipped logits by
+    up to 7 on these models (full range: 0.66 and 1.0): each row's logits stay within 10% of their span."""
     import torch
-    from ai_edge_litert.interpreter import Interpreter
+
+    from optimize.tflite_session import TFLiteSession
 
     module, path = request.getfixturevalue(model), request.getfixturevalue(f"{model}_files")["full_int8"][0]
+    rows = digits[0][:100]  # the rows calibration drew
     with torch.no_grad():
-        logits = module(torch.from_numpy(digits[0][:100])).numpy()  # the rows calibration drew
-    for size in (CNN_SIZES if model == "cnn" else MLP_SIZES):
-        runner = Interpreter(model_path=str(path)).get_signature_runner(f"batch_{size}")
-        (scale, zero_point), = [detail["quantization"] for detail in runner.get_output_details().values()]
-        lowest, highest = (-128 - zero_point) * scale, (127 - zero_point) * scale
-        assert lowest <= logits.min() + scale and logits.max() - scale <= highest, f"batch_{size}"
+        logits = module(torch.from_numpy(rows)).numpy()
+    session = TFLiteSession(path, 1)
+    got = session.run(None, {session.get_inputs()[0].name: rows})[0]
+    span = float(logits.max() - logits.min())
+    print(f"{model}: max error {np.abs(got - logits).max():.3f} over a logit span of {span:.1f}")
+    assert np.abs(got - logits).max() <= 0.1 * span
 
 
 @pytest.mark.parametrize("model, mode, tolerance", [
