@@ -28,7 +28,8 @@ ORT_DATATYPES = {
     "tensor(int8)": "INT8", "tensor(uint8)": "UINT8", "tensor(bool)": "BOOL", "tensor(string)": "BYTES",
 }
 RUNTIMES = {".onnx": "onnxruntime", ".pt": "torchscript", ".pt2": "torch_export", ".tflite": "litert"}
-TOOLS = ("optiserve", "torch", "onnx", "onnxruntime", "numpy")
+TOOLS = ("optiserve", "torch", "onnx", "onnxruntime", "numpy", "tensorflow", "ai-edge-litert", "litert-torch",
+         "ai-edge-quantizer")
 
 
 @dataclass(frozen=True)

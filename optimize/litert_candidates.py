@@ -14,7 +14,6 @@ import importlib.util
 
 import numpy as np
 
-from optimize.export import ParityError
 from optimize.kind import Built
 
 MODES = {"tflite_fp32": "fp32", "tflite_dynamic_int8": "dynamic_int8", "tflite_int8": "full_int8"}
@@ -41,25 +40,28 @@ def tflite_obstacle(source) -> str | None:
 
 
 def build_tflite(ws, name: str) -> Built:
-    """Convert the workspace's source in the mode `name` says; CandidateSkipped where that cannot be done."""
+    """Convert the workspace's source in the mode `name` says; CandidateSkipped where that cannot be done: the
+    converter or quantizer fails on the model (their errors are many and their own), or the file computes
+    something else than the source."""
     source, mode = ws.source, MODES[name]
     path = ws.work / f"{name}.tflite"
-    check_inputs, calibration = np.asarray(source.validation_inputs), np.asarray(source.calibration)
+    only = source.input_names[0]  # tflite_obstacle let through one input only, given as an array or a dict
+    check_inputs, calibration = (source.feed(rows)[only] for rows in (source.validation_inputs, source.calibration))
     try:
         if getattr(source, "keras_model", None) is not None:
             from optimize.litert import keras_to_tflite
 
             step = keras_to_tflite(source.keras_model, path, mode, check_inputs, calibration)
         else:
-            from optimize.litert_torch import LiteRTConversionError, torch_to_tflite
+            from optimize.litert_torch import torch_to_tflite
 
             fp32 = ws.built.get("tflite_fp32")  # the int8 modes quantize it rather than convert again
-            try:
-                step = torch_to_tflite(source.module, np.asarray(source.example_input)[0], path, mode, check_inputs,
-                                       calibration, ws.settings.serving_batch_sizes,
-                                       converted_fp32=fp32.path if fp32 is not None and mode != "fp32" else None)
-            except LiteRTConversionError as error:
-                raise CandidateSkipped(str(error)) from error
-    except ParityError as error:
-        raise CandidateSkipped(str(error)) from error
+            step = torch_to_tflite(source.module, source.feed(source.example_input)[only][0], path, mode,
+                                   check_inputs, calibration, ws.settings.serving_batch_sizes,
+                                   converted_fp32=fp32.path if fp32 is not None and mode != "fp32" else None)
+    except ImportError:
+        raise
+    except Exception as error:  # noqa: BLE001 - ParityError, LiteRTConversionError, and the libraries' own
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise CandidateSkipped(f"{type(error).__name__}: {first_line}") from error
     return Built(path, [step])

@@ -4,7 +4,7 @@ litert-torch 0.10 cannot export a dynamic batch axis, so the file holds one sign
 (`batch_1`, `batch_2`, ...; the weights are shared between them), and TFLiteSession (optimize/tflite_session.py)
 answers n rows with the smallest signature that holds them. ai-edge-quantizer quantizes the fp32 file:
 `dynamic_wi8_afp32` (int8 weights, activations quantized on the fly) or `static_wi8_ai8` (full integer,
-calibrated on validation rows; the inputs and outputs stay float32, converted to int8 inside the graph).
+calibrated on the source's calibration rows; the inputs and outputs stay float32, converted to int8 inside the graph).
 Each file is checked against the module on held-out rows before it is accepted, as optimize/litert.py
 checks Keras.
 

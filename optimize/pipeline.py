@@ -42,7 +42,8 @@ def optimize_model(source, out_dir: Path, settings: OptimizeSettings, log: Calla
         built = {"fp32": fp32, **kind.build_candidates(fp32, work)}
         sessions = {name: kind.open(b.path) for name, b in built.items()}
         measurements, speeds = _measure(kind, sessions, built, settings, log)
-        candidates = [c.model_copy(update={"steps": tuple(built[c.name].steps), "runtime": runtime_of(built[c.name].path)})
+        candidates = [c.model_copy(update={"steps": tuple(built[c.name].steps),
+                                           "runtime": runtime_of(built[c.name].path)})
                       for c in judge(measurements, kind.accuracy_problem, settings, speeds)]
         for candidate in candidates:
             log(describe_candidate(candidate))

@@ -9,8 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 CANDIDATES = (
-    "int8_dynamic", "int8_per_row", "int8_static", "pruned", "pruned_int8_static", "sparse", "distilled", "torch_int8_static", "fp16",
-    "tflite_fp32", "tflite_dynamic_int8", "tflite_int8",
+    "int8_dynamic", "int8_per_row", "int8_static", "pruned", "pruned_int8_static", "sparse", "distilled",
+    "torch_int8_static", "fp16", "tflite_fp32", "tflite_dynamic_int8", "tflite_int8",
 )
 # Variants whose speed on a dense runtime is fp32's by construction (unstructured zeros run at full cost): they
 # never ship on speed; their gain is a smaller compressed file only.
@@ -162,5 +162,6 @@ class OptimizeSettings(BaseSettings):
     @property
     def serving_batch_sizes(self) -> tuple[int, ...]:
         """Powers of two from 1 below serving_max_batch_size, and the maximum itself."""
-        sizes = [1 << k for k in range(self.serving_max_batch_size.bit_length()) if 1 << k < self.serving_max_batch_size]
-        return (*sizes, self.serving_max_batch_size)
+        largest = self.serving_max_batch_size
+        sizes = [1 << k for k in range(largest.bit_length()) if 1 << k < largest]
+        return (*sizes, largest)

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 ONNX_TYPE_NAMES = {"float32": "float", "float64": "double", "int64": "int64", "int32": "int32"}
-SIGNATURE = re.compile(r"^batch_(\d+)$")
+QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8))  # integer tensors read with scale and zero point, as served
+SIGNATURE = re.compile(r"^batch_([1-9][0-9]*)$")  # as serve/runtimes/litert_model.py reads them
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class TFLiteSession:
 
     def __init__(self, path: Path, num_threads: int | None = None, input_names: list[str] | None = None,
                  output_names: list[str] | None = None) -> None:
-        threads = num_threads or os.cpu_count() or 1  # as many as onnxruntime's default, so timings compare
+        threads = num_threads or os.cpu_count() or 1  # the optimizer passes timing_threads
         self._interpreter = import_interpreter()(model_path=str(path), num_threads=threads)
         self.batches = _signature_batches(self._interpreter.get_signature_list())
         if self.batches:  # each signature has its own tensors, with their own quantization parameters
@@ -64,7 +65,8 @@ class TFLiteSession:
             input_details, output_details = list(input_details.values()), [outputs[key] for key in output_keys]
         else:
             self._interpreter.allocate_tensors()
-            input_details, output_details = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+            interpreter = self._interpreter
+            input_details, output_details = interpreter.get_input_details(), interpreter.get_output_details()
             default_names = [_clean_name(d["name"]) for d in input_details], [_clean_name(d["name"]) for d in
                                                                               output_details]
         if len(input_details) != 1:
@@ -72,6 +74,9 @@ class TFLiteSession:
         self._input, self._outputs = input_details[0], output_details
         self._input_name = (input_names or default_names[0])[0]
         self._output_names = output_names or default_names[1]
+        if len(self._output_names) != len(output_details):
+            raise ValueError(f"tflite model {path}: expected {len(self._output_names)} outputs "
+                             f"{self._output_names}, the file has {len(output_details)}")
         self._shape: tuple[int, ...] | None = None
 
     def run(self, _names, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -126,7 +131,7 @@ def quantize(values: np.ndarray, details: dict) -> np.ndarray:
     """float32 rows as the tensor's integer type (its scale and zero point), or as they are for a float tensor."""
     dtype = np.dtype(details["dtype"])
     scale, zero_point = details["quantization"]
-    if dtype.kind not in "iu" or not scale:
+    if dtype not in QUANTIZED or not scale:
         return np.ascontiguousarray(values, dtype=dtype)
     info = np.iinfo(dtype)
     return np.clip(np.round(values / scale) + zero_point, info.min, info.max).astype(dtype)
@@ -134,7 +139,7 @@ def quantize(values: np.ndarray, details: dict) -> np.ndarray:
 
 def dequantize(values: np.ndarray, details: dict) -> np.ndarray:
     scale, zero_point = details["quantization"]
-    if values.dtype.kind not in "iu" or not scale:
+    if values.dtype not in QUANTIZED or not scale:
         return values.astype(np.float32, copy=True)
     return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
@@ -148,7 +153,7 @@ def _node(name: str, details: dict, batches: tuple[int, ...]) -> NodeInfo:
     signature = [int(d) for d in details.get("shape_signature", details["shape"])]
     dynamic = batches or signature[0] == -1
     shape = ["batch" if i == 0 and dynamic else d for i, d in enumerate(signature)]
-    dtype = "float32" if np.dtype(details["dtype"]).kind in "iu" and details["quantization"][0] else \
+    dtype = "float32" if np.dtype(details["dtype"]) in QUANTIZED and details["quantization"][0] else \
         np.dtype(details["dtype"]).name
     return NodeInfo(name, f"tensor({ONNX_TYPE_NAMES.get(dtype, dtype)})", shape)
 

@@ -68,7 +68,8 @@ def _check_file(manifest: Manifest, model_path: Path, runner) -> None:
         raise ValueError(f"{model_path}: manifest names {len(manifest.outputs)} outputs "
                          f"{[spec.name for spec in manifest.outputs]}, the .tflite file has {runner.output_count}")
     declared, row = manifest.inputs[0].shape[1:], tuple(int(d) for d in runner.input_details["shape_signature"][1:])
-    if len(declared) != len(row) or any(-1 not in (d, r) and d != r for d, r in zip(declared, row)):
+    if len(declared) != len(row) or any(r != -1 and d != r for d, r in zip(declared, row)):  # a file's fixed size
+        # is held by the manifest too: a request the manifest let through must run
         raise ValueError(f"{model_path}: manifest input '{manifest.inputs[0].name}' has rows of shape "
                          f"{list(declared)}, the .tflite file's input has {list(row)}")
 

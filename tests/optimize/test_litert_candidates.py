@@ -36,7 +36,9 @@ def test_every_litert_candidate_is_measured_and_judged_beside_onnxruntime(keras_
                         **{name: "litert" for name in TFLITE}}
     for candidate in manifest.candidates:
         m = candidate.measurement
-        assert set(m.latency_ms) == {1, 32} and m.batch_deviation is not None and candidate.reason
+        stopped = "timed no further" in candidate.reason  # clearly slower at b1 (a busy or non-VNNI CPU)
+        assert set(m.latency_ms) == ({1} if stopped else {1, 32}), candidate.name
+        assert m.batch_deviation is not None and candidate.reason
     steps = {c.name: c.steps[-1].settings for c in manifest.candidates if c.runtime == "litert"}
     assert {name: settings["mode"] for name, settings in steps.items()} == {
         "tflite_fp32": "fp32", "tflite_dynamic_int8": "dynamic_int8", "tflite_int8": "full_int8"}
@@ -45,15 +47,17 @@ def test_every_litert_candidate_is_measured_and_judged_beside_onnxruntime(keras_
 def test_litert_fp32_scores_what_the_onnx_fp32_scores(keras_artifact):
     manifest, _, _ = keras_artifact
     scores = {c.name: c.measurement.accuracy for c in manifest.candidates}
-    assert abs(scores["tflite_fp32"] - scores["fp32"]) <= 1 / 360  # at most one of the 360 held-out rows flips
+    assert abs(scores["tflite_fp32"] - scores["fp32"]) <= 1 / 450  # at most one of the 450 held-out rows flips
 
 
 def test_litert_answers_do_not_depend_on_their_batch_mates(keras_artifact):
     manifest, _, _ = keras_artifact
     deviation = {c.name: c.measurement.batch_deviation for c in manifest.candidates}
-    assert deviation["tflite_fp32"] <= 1e-5
-    assert deviation["tflite_int8"] <= 1e-5  # fixed, calibrated scales
-    assert deviation["tflite_dynamic_int8"] <= 1e-5  # TFLite quantizes each input row on its own
+    # fp32 rounding may differ with the batch's kernel tiling on another CPU: held to the export's parity tolerance
+    assert deviation["tflite_fp32"] <= 1e-4
+    assert deviation["tflite_int8"] <= 1e-4  # fixed, calibrated scales
+    assert deviation["tflite_dynamic_int8"] <= 1e-4  # TFLite quantizes each input row on its own
+    assert deviation["int8_dynamic"] > 1e-3  # onnxruntime's scales per batch: what the check is there to see
 
 
 def test_the_shipped_file_is_the_chosen_candidates_with_its_runtime(keras_artifact):

@@ -122,10 +122,13 @@ def test_full_int8_answers_every_calibration_row_without_clipping(request, digit
 
 
 @pytest.mark.parametrize("model, mode, tolerance", [
-    ("mlp", "fp32", 1e-5), ("cnn", "fp32", 1e-5),
+    # fp32: a signature's kernels may round otherwise on another CPU, so the export's parity tolerance.
+    ("mlp", "fp32", 1e-4), ("cnn", "fp32", 1e-4),
     # Full integer: every signature was calibrated on the same rows (see optimize/litert_torch.py), so they
-    # share scales and a row is answered exactly alike. Dynamic-range int8 quantizes each row on its own.
-    ("mlp", "dynamic_int8", 1e-5), ("mlp", "full_int8", 0.0), ("cnn", "full_int8", 0.0),
+    # share scales and a row is answered alike (exactly, on an AMD EPYC; 0.05 leaves room for a range one ulp
+    # apart on another CPU, where signatures calibrated on other rows differ by a logit or more).
+    # Dynamic-range int8 quantizes each row on its own.
+    ("mlp", "dynamic_int8", 1e-4), ("mlp", "full_int8", 0.05), ("cnn", "full_int8", 0.05),
 ])
 def test_every_signature_answers_a_row_as_batch_1_does(request, digits, model, mode, tolerance):
     path = request.getfixturevalue(f"{model}_files")[mode][0]
