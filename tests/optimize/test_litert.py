@@ -116,3 +116,10 @@ def test_a_model_that_drifts_from_keras_is_refused():
     with pytest.raises(ParityError, match="top-1 class of 50.0% of held-out rows, expected at least 97%"):
         check_against(expected, expected[[0, 1, 3, 2]], "full_int8", "Keras")
     assert check_against(expected, expected + 1e-5, "fp32", "Keras") == (pytest.approx(1e-5, rel=1e-2), 1.0)
+
+
+def test_a_session_given_other_output_names_than_the_file_has_refuses(converted):
+    from optimize.litert import TFLiteSession
+
+    with pytest.raises(ValueError, match=r"expected 2 outputs \['a', 'b'\], the file has 1"):
+        TFLiteSession(converted["fp32"][0], output_names=["a", "b"])

@@ -99,3 +99,47 @@ def test_a_several_input_source_is_refused_with_a_reason(digits_source):
 def test_serving_batch_sizes_are_powers_of_two_up_to_the_maximum():
     assert OptimizeSettings(serving_max_batch_size=24).serving_batch_sizes == (1, 2, 4, 8, 16, 24)
     assert np.all(np.diff(OptimizeSettings().serving_batch_sizes) > 0)
+
+
+@pytest.fixture(scope="module")
+def keras_workspace(keras_model, digits, tmp_path_factory):
+    from optimize.candidates import Workspace
+    from optimize.keras_source import keras_source
+
+    _, _, test_x, test_y = digits
+    work = tmp_path_factory.mktemp("keras-workspace")
+    source = keras_source(keras_model, (test_x, test_y), "digits-keras-ws", work_dir=work)
+    return Workspace(source, None, work, OptimizeSettings(), log=print)
+
+
+def test_a_keras_model_the_converter_rejects_is_skipped_with_the_converters_reason(keras_workspace):
+    import dataclasses
+
+    from optimize.keras_source import import_tf
+    from optimize.litert_candidates import CandidateSkipped, build_tflite
+
+    t = import_tf()
+    inputs = t.keras.Input((64,))
+    determinant = t.keras.layers.Lambda(lambda x: t.tf.linalg.det(t.tf.reshape(x, (-1, 8, 8)))[:, None])(inputs)
+    untranslatable = t.keras.Model(inputs, t.keras.layers.Dense(10)(determinant))  # no TFLite builtin for det
+    ws = dataclasses.replace(keras_workspace, source=dataclasses.replace(keras_workspace.source,
+                                                                        keras_model=untranslatable))
+    with pytest.raises(CandidateSkipped, match=r"^ConverterError: .*MatrixDeterminant"):
+        build_tflite(ws, "tflite_fp32")
+
+
+def test_a_one_input_pytorch_source_given_as_a_dict_converts(digits_source, tmp_path):
+    import dataclasses
+
+    from optimize.candidates import Workspace
+    from optimize.litert_candidates import build_tflite
+    from optimize.tflite_session import TFLiteSession
+
+    rows = digits_source.validation_inputs
+    named = dataclasses.replace(digits_source, example_input={"input": rows[:1]}, validation_inputs={"input": rows},
+                                train_inputs=None, calibration_inputs=None)
+    ws = Workspace(named, None, tmp_path, OptimizeSettings(serving_max_batch_size=2), log=print)
+    built = build_tflite(ws, "tflite_fp32")
+    session = TFLiteSession(built.path, 1)
+    assert session.batches == (1, 2)
+    assert built.steps[-1].settings["max_abs_diff_to_torch"] <= 1e-4

@@ -246,6 +246,14 @@ def test_a_manifest_declaring_other_input_rows_than_the_file_is_refused(mlp, tmp
         load(artifact)
 
 
+def test_a_manifest_looser_than_the_files_fixed_rows_is_refused(mlp, tmp_path):
+    """Rows of any size would pass the server's shape check, then fail in the file: refused at load, not a 500."""
+    any_rows = (TensorSpec(name="input", datatype="FP32", shape=(-1, -1)),)
+    artifact = write_litert_artifact(tmp_path / "loose", mlp[1] / "model.tflite", "loose", any_rows, MLP_OUTPUTS)
+    with pytest.raises(ValueError, match=r"rows of shape \[-1\], the .tflite file's input has \[64\]"):
+        load(artifact)
+
+
 def test_without_ai_edge_litert_the_error_says_what_to_install(mlp, monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import then raises ImportError
     with pytest.raises(ValueError, match=r"pip install optiserve\[litert\]"):
