@@ -267,3 +267,21 @@ def test_load_model_runs_litert_artifacts_on_the_replica_thread_setting(mlp, row
     model = load_model(mlp[1], 2, ServeSettings())
     assert isinstance(model, LiteRTModel) and "2 threads" in model.execution_provider
     assert model.run({"input": rows[:3]})["logits"].shape == (3, 10)
+
+
+@pytest.mark.parametrize("which", ["mlp", "cnn", "cnn-int8"])
+def test_the_optimizers_runner_answers_as_the_server_does(mlp, cnn, rows, which):
+    """The optimizer times and checks files with its own runner (optimize/tflite_session.py; serve shares only the
+    manifest with optimize): on every shape of file, both give the same answers at every batch size."""
+    from optimize.tflite_session import TFLiteSession
+
+    artifact = {"mlp": mlp[1], "cnn": cnn[1], "cnn-int8": cnn[2]}[which]
+    served = load(artifact)
+    timed = TFLiteSession(artifact / "model.tflite", 1, input_names=[served.manifest.inputs[0].name],
+                          output_names=served.output_names)
+    assert [n.name for n in timed.get_outputs()] == served.output_names
+    inputs = rows if which == "mlp" else rows.reshape(-1, 1, 8, 8)
+    for size in (1, 3, 8, 33):
+        feed = {served.manifest.inputs[0].name: inputs[:size]}
+        for got, expected in zip(timed.run(None, feed), served.run(feed).values()):
+            np.testing.assert_array_equal(got, expected)
