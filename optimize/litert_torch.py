@@ -32,7 +32,7 @@ import numpy as np
 
 from optimize.litert import MODES, REPRESENTATIVE_ROWS, check_against
 from optimize.manifest import Step
-from optimize.tflite_session import TFLiteSession, import_interpreter
+from optimize.tflite_session import SIGNATURE, TFLiteSession, import_interpreter
 
 RECIPES = {"dynamic_int8": "dynamic_wi8_afp32", "full_int8": "static_wi8_ai8"}  # ai_edge_quantizer.recipe names
 INSTALL_HINT = "install it with: pip install .[litert-torch]"
@@ -198,9 +198,10 @@ def _signature_inputs(path: Path) -> dict[int, str]:
     """Each batch_<N> signature's one input name, read from the file (litert-torch names it args_0 today)."""
     signatures = import_interpreter()(model_path=str(path)).get_signature_list()
     names = {key: spec["inputs"] for key, spec in signatures.items()}
-    if any(not key.removeprefix("batch_").isdigit() or len(inputs) != 1 for key, inputs in names.items()):
+    sizes = {key: SIGNATURE.fullmatch(key) for key in names}  # the names TFLiteSession and the server run
+    if any(size is None or len(names[key]) != 1 for key, size in sizes.items()):
         raise ValueError(f"tflite model {path}: expected signatures batch_<N> of one input each, got {names}")
-    return {int(key.removeprefix("batch_")): inputs[0] for key, inputs in names.items()}
+    return {int(size.group(1)): names[key][0] for key, size in sizes.items()}
 
 
 def _full_range_calibration(quantizer, inputs: dict[int, str], rows: np.ndarray) -> dict:
